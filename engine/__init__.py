@@ -1,0 +1,1 @@
+"""Llasa Studio engine: voice cloning with Llasa + X-Codec2. Never imports Qt."""

@@ -1,0 +1,49 @@
+"""Errors the engine raises on purpose: each message tells the user what went wrong and what to do.
+
+The CLI prints ``str(error)`` on one line and exits with code 2; the GUI shows it in a dialog.
+Anything that is not an ``EngineError`` is a bug and is logged with its traceback.
+"""
+
+
+class EngineError(Exception):
+    """Base class: an expected failure with a message a user can act on."""
+
+
+class UnsupportedAudioError(EngineError):
+    """An audio file is missing, unreadable, corrupt or empty."""
+
+
+class ReferenceAudioError(EngineError):
+    """A reference clip was read but cannot be used (silent, too short)."""
+
+
+class InputTextError(EngineError):
+    """The text to speak is empty or its file cannot be read."""
+
+
+class TextTooLongError(EngineError):
+    """Reference + text do not fit in the model's context window."""
+
+
+class ModelNotFoundError(EngineError):
+    """A model folder or Hugging Face repo id cannot be found locally."""
+
+
+class ModelFormatError(EngineError):
+    """A model folder is incomplete, unsafe (pickle) or of the wrong kind."""
+
+
+class DeviceError(EngineError):
+    """The requested device or quantization is not available on this machine."""
+
+
+class CancelledError(EngineError):
+    """The user cancelled a long operation."""
+
+
+class SettingsError(EngineError, ValueError):
+    """A setting is out of range or not one of the allowed values."""
+
+
+class OutputFileError(EngineError):
+    """An output file cannot be written where the user asked."""
