@@ -1,0 +1,32 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SPEECH_TEXT = "The quick brown fox jumps over the lazy dog, near the quiet river bank."
+
+
+@pytest.fixture(scope="session")
+def speech_clip_16k(tmp_path_factory) -> tuple[np.ndarray, Path]:
+    """About 4.5 s of real (synthetic) English speech: (float32 mono samples at 16 kHz, wav path).
+
+    espeak-ng writes 22.05 kHz; sox resamples to 16 kHz as float32 without dither, so the clip is
+    the same on every run.
+    """
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.skip("needs espeak-ng and sox (apt-get install espeak-ng sox)")
+    folder = tmp_path_factory.mktemp("speech")
+    raw, path = folder / "speech_22k.wav", folder / "speech_16k.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), SPEECH_TEXT], check=True)
+    subprocess.run(
+        ["sox", "-D", str(raw), "-e", "floating-point", "-b", "32", "-r", "16000", str(path)], check=True
+    )
+    samples, rate = sf.read(path, dtype="float32")
+    assert rate == 16000 and samples.ndim == 1
+    return samples, path
