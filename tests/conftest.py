@@ -30,3 +30,18 @@ def speech_clip_16k(tmp_path_factory) -> tuple[np.ndarray, Path]:
     samples, rate = sf.read(path, dtype="float32")
     assert rate == 16000 and samples.ndim == 1
     return samples, path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random Llasa LM and X-Codec2, written by `python main.py dev tiny-models` itself."""
+    import sys
+
+    folder = tmp_path_factory.mktemp("tiny")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "main.py"), "dev", "tiny-models", str(folder)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return {"lm": folder / "lm", "codec": folder / "codec"}
