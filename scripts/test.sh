@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh Linux machine, then run the whole suite.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k codec`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System tools the tests use for real audio: espeak-ng makes speech clips, sox converts them.
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox libsndfile1 >/dev/null
+  else
+    echo "note: install espeak-ng and sox for the tests that need real speech (they skip without them)" >&2
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch pinned to a release whose CPU build this CI machine has on disk; the tests need no GPU.
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test]"
+# The reference X-Codec2 code, for parity tests only. --no-deps because its own pins (torch 2.5,
+# torchaudio, torchao) would break the environment; tests/xcodec2_reference.py shims the rest.
+.venv/bin/python -m pip install -q --no-deps xcodec2==0.1.5 vector-quantize-pytorch==1.17.8 \
+  einx frozendict einops torchtune==0.6.1
+exec .venv/bin/python -m pytest "$@"
