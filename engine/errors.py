@@ -47,3 +47,11 @@ class SettingsError(EngineError, ValueError):
 
 class OutputFileError(EngineError):
     """An output file cannot be written where the user asked."""
+
+
+class AudioDeviceError(EngineError):
+    """No usable audio input/output (PortAudio missing, no device, device busy)."""
+
+
+class HubUnreachableError(EngineError):
+    """The Hugging Face hub cannot be reached to download a model."""

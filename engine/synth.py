@@ -22,6 +22,7 @@ from engine.errors import CancelledError, InputTextError, ModelFormatError, Text
 from engine.lm import LlasaLM, generate_codes, load_lm
 from engine.models import check_codec_folder, check_lm_folder, resolve_model
 from engine.prompt import build_prompt
+from engine.stream import StreamingDecoder
 
 # Speaking rate assumed when there is no reference to measure it from: about 15 characters per
 # second of English speech, i.e. 50 / 15 speech tokens per character.
@@ -65,7 +66,7 @@ def speech_budget(prompt_length: int, text: str, voice: Voice | None) -> int:
     available = CONTEXT_WINDOW - prompt_length
     if needed > available:
         fits = max(int((available - MIN_SPEECH_TOKENS // 2) / rate), 0)
-        reference = f" and a {len(voice.codes) / FRAME_RATE:.1f} s reference" if voice else ""
+        reference = f" (with a {len(voice.codes) / FRAME_RATE:.1f} s reference)" if voice else ""
         raise TextTooLongError(
             f"Text does not fit in Llasa's {CONTEXT_WINDOW}-token window: the prompt{reference} takes "
             f"{prompt_length} tokens and the text needs about {needed} speech tokens, but only "
@@ -116,11 +117,15 @@ class Synthesizer:
         *,
         cancel: threading.Event | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        on_audio: Callable[[np.ndarray], None] | None = None,
     ) -> Synthesis:
         """Speak `text` in `voice` (a random voice when None).
 
-        on_progress(generated_tokens, token_budget) is called after every token. Raises
-        TextTooLongError before generating when the text cannot fit, CancelledError when cancelled.
+        on_progress(generated_tokens, token_budget) is called after every token. With on_audio,
+        audio is decoded while generating (engine.stream.StreamingDecoder): on_audio(float32 [n]
+        at 16 kHz) receives consecutive chunks as they are ready, and the result's audio is their
+        concatenation, i.e. what was heard. Raises TextTooLongError before generating when the text
+        cannot fit, CancelledError when cancelled (no chunk follows the cancel).
         """
         text = text.strip()
         if not text:
@@ -134,6 +139,8 @@ class Synthesizer:
         )
         budget = speech_budget(len(prompt), text, voice)
         codes: list[int] = []
+        chunks: list[np.ndarray] = []
+        decoder = StreamingDecoder(self.codec, voice.codes if voice else ()) if on_audio else None
         stream = generate_codes(self.lm, prompt, params, max_new_tokens=budget, cancel=cancel)
         while True:
             try:
@@ -141,6 +148,9 @@ class Synthesizer:
             except StopIteration as stop:
                 finish_reason = stop.value
                 break
+            for chunk in decoder.push(codes[-1:]) if decoder else ():
+                chunks.append(chunk)
+                on_audio(chunk)
             if on_progress is not None:
                 on_progress(len(codes), budget)
         if finish_reason == "cancelled":
@@ -153,7 +163,12 @@ class Synthesizer:
             )
         if not codes:
             raise TextTooLongError("The model produced no speech for this text; try again with another seed.")
-        audio = self.decode(codes, voice)
+        if decoder:
+            chunks.append(decoder.flush())
+            on_audio(chunks[-1])
+            audio = np.concatenate(chunks)
+        else:
+            audio = self.decode(codes, voice)
         return Synthesis(audio=audio, codes=tuple(codes), finish_reason=finish_reason, warnings=tuple(warnings))
 
     def decode(self, codes: list[int], voice: Voice | None = None) -> np.ndarray:

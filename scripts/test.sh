@@ -4,12 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the tests use for real audio: espeak-ng makes speech clips, sox converts them.
-if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+# System packages the tests use for real audio and windows: espeak-ng makes speech clips, sox
+# converts them; PulseAudio (a private server with a null sink) + PortAudio + ALSA's pulse plugin
+# give real playback/recording devices; libegl1/libxkbcommon0/libfontconfig1 let Qt start offscreen.
+PACKAGES="espeak-ng sox libsndfile1 pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins libegl1 libxkbcommon0 libfontconfig1 libdbus-1-3"
+missing=$(for p in $PACKAGES; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox libsndfile1 >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "note: install espeak-ng and sox for the tests that need real speech (they skip without them)" >&2
+    echo "note: install $missing for the audio and GUI tests (they skip without them)" >&2
   fi
 fi
 

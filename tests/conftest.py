@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -8,6 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+# Qt widgets run offscreen in tests (a real window is only needed for screenshots, under Xvfb).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+pytest_plugins = ["conftest_audio"]  # pulse_null_sink: a private PulseAudio server with a null sink
 
 SPEECH_TEXT = "The quick brown fox jumps over the lazy dog, near the quiet river bank."
 
