@@ -1,0 +1,313 @@
+"""The engine thread: one long-lived thread owns every torch object and runs jobs in order.
+
+Jobs go in through `EngineSession.submit`; immutable events come out through the `emit` callback,
+called on the engine thread (the GUI's bridge re-emits them as Qt signals). torch is imported on the
+engine thread only, so importing this module is cheap. Every job ends with exactly one final event:
+ModelsLoaded / VoiceEncoded / Generated / Exported, Failed (with a message a user can read) or
+Cancelled (and nothing else after it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.audio import SAMPLE_RATE
+from engine.config import ModelChoice, SamplingParams
+from engine.errors import CancelledError, EngineError, InputTextError, ReferenceAudioError
+
+if TYPE_CHECKING:
+    from engine.synth import Synthesizer, Voice
+
+log = logging.getLogger("llasa.engine")
+
+PROGRESS_EVERY = 25  # tokens between Progress events while generating (half a second of speech)
+MIN_REFERENCE_S = 1.0  # shortest clip EncodeVoice accepts (as engine.audio.load_reference)
+
+
+# ---- jobs (GUI -> engine) ----
+@dataclass(frozen=True)
+class LoadModels:
+    """Load (or switch to) these models; answered by ModelsLoaded. Failed/Progress carry request_id None."""
+
+    choice: ModelChoice
+
+
+@dataclass(frozen=True)
+class EncodeVoice:
+    """Encode a reference clip (float32 [n], 16 kHz) and its transcript; answered by VoiceEncoded."""
+
+    request_id: str
+    samples: np.ndarray
+    transcript: str
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Speak `text` in `voice` (a random voice when None); AudioChunk events, then Generated."""
+
+    request_id: str
+    text: str
+    voice: "Voice | None"
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class ExportAudio:
+    """Write float32 [n] 16 kHz audio to `path` (format from the extension), atomically."""
+
+    request_id: str
+    wave: np.ndarray
+    path: str | Path
+
+
+# ---- events (engine -> GUI) ----
+@dataclass(frozen=True)
+class ModelsLoaded:
+    device: str  # "NVIDIA GeForce RTX 4090" or "CPU"
+    lm: str  # the LM as chosen (repo id or folder)
+    quantization: str  # "4bit" | "8bit" | "bf16" | "fp32"
+    notices: tuple[str, ...]  # things the user should know, e.g. a CPU fallback
+
+
+@dataclass(frozen=True)
+class Progress:
+    request_id: str | None
+    stage: str  # "load" | "encode" | "generate"
+    done: int
+    total: int  # for "generate": the token budget (the model usually stops earlier)
+
+
+@dataclass(frozen=True)
+class VoiceEncoded:
+    request_id: str
+    voice: "Voice"
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    request_id: str
+    samples: np.ndarray  # float32 [n] at 16 kHz, the next piece of the generated speech
+
+
+@dataclass(frozen=True)
+class Generated:
+    request_id: str
+    audio: np.ndarray  # float32 [codes * 320] at 16 kHz: exactly the AudioChunks concatenated
+    codes: tuple[int, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Exported:
+    request_id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Failed:
+    request_id: str | None
+    message: str  # one line for a dialog; never a traceback
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    request_id: str | None
+
+
+_STOP = object()
+
+
+class EngineSession:
+    """Runs jobs one at a time on a daemon thread that owns the Synthesizer."""
+
+    def __init__(self, emit: Callable[[object], None]) -> None:
+        self._emit_callback = emit
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="llasa-engine", daemon=True)
+        self._lock = threading.Lock()
+        self._epoch = 0  # cancel() count: Generate jobs submitted before the latest cancel are dropped
+        self._running_cancel: threading.Event | None = None  # the running job's cancel flag
+        self._stopping = False
+        self._synth: Synthesizer | None = None  # touched on the engine thread only
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: object) -> None:
+        """Queue a job (LoadModels, EncodeVoice, Generate or ExportAudio); returns at once."""
+        if self._stopping:
+            raise RuntimeError("the engine session is shut down")
+        with self._lock:
+            self._queue.put((job, self._epoch))
+
+    def cancel(self) -> None:
+        """Stop the running job at its next check (every token when generating); drop queued Generates.
+
+        The running job and each dropped one emit Cancelled. Queued loads, encodes and exports still run.
+        """
+        with self._lock:
+            self._epoch += 1
+            if self._running_cancel is not None:
+                self._running_cancel.set()
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Cancel, skip queued jobs, stop the thread; True when it stopped within `timeout` seconds."""
+        self._stopping = True
+        self.cancel()
+        self._queue.put(_STOP)
+        if not self._thread.is_alive():
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("Engine thread did not stop within %.1f s; it is still running a job.", timeout)
+            return False
+        return True
+
+    # ---- engine thread ----
+    def _emit(self, event: object) -> None:
+        try:
+            self._emit_callback(event)
+        except Exception:  # a broken receiver must not kill the engine thread
+            log.exception("Engine event receiver failed on %r", type(event).__name__)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            if self._stopping:
+                continue
+            job, epoch = item
+            request_id = getattr(job, "request_id", None)
+            with self._lock:
+                if isinstance(job, Generate) and epoch < self._epoch:
+                    cancel = None
+                else:
+                    cancel = self._running_cancel = threading.Event()
+            if cancel is None:
+                self._emit(Cancelled(request_id))
+                continue
+            try:
+                self._handle(job, cancel)
+            except CancelledError:
+                self._emit(Cancelled(request_id))
+            except EngineError as error:
+                self._emit(Failed(request_id, str(error)))
+            except Exception as error:
+                log.exception("Unexpected error in engine job %s", type(job).__name__)
+                message = f"Unexpected error: {type(error).__name__}: {error} — details are in the log."
+                self._emit(Failed(request_id, message))
+            finally:
+                with self._lock:
+                    self._running_cancel = None
+        self._synth = None  # free the models with the thread
+
+    def _handle(self, job: object, cancel: threading.Event) -> None:
+        if isinstance(job, LoadModels):
+            self._load(job)
+        elif isinstance(job, EncodeVoice):
+            self._encode(job)
+        elif isinstance(job, Generate):
+            self._generate(job, cancel)
+        elif isinstance(job, ExportAudio):
+            from engine.audio import write_audio
+
+            write_audio(job.path, job.wave)
+            self._emit(Exported(job.request_id, Path(job.path)))
+        else:
+            raise TypeError(f"unknown engine job {job!r}")
+
+    def _models(self) -> "Synthesizer":
+        if self._synth is None:
+            raise EngineError("Models are not loaded yet: choose a model in Models… and wait until it has loaded.")
+        return self._synth
+
+    def _load(self, job: LoadModels) -> None:
+        import torch
+
+        from engine.synth import Synthesizer
+
+        self._emit(Progress(None, "load", 0, 1))
+        if self._synth is not None:  # free the old models before loading new ones
+            self._synth = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        synth = Synthesizer.load(job.choice)
+        self._synth = synth
+        device = synth.lm.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        self._emit(Progress(None, "load", 1, 1))
+        self._emit(ModelsLoaded(name, str(job.choice.lm), synth.lm.quantization, tuple(synth.notices)))
+
+    def _encode(self, job: EncodeVoice) -> None:
+        from engine.audio import ReferenceClip
+        synth = self._models()
+        if not job.transcript.strip():
+            raise InputTextError("The reference transcript is empty: type exactly what the reference clip says.")
+        samples = np.array(job.samples, dtype=np.float32).reshape(-1)
+        seconds = len(samples) / SAMPLE_RATE
+        if not np.isfinite(samples).all():
+            raise ReferenceAudioError("The reference clip holds invalid samples; record or import it again.")
+        if seconds < MIN_REFERENCE_S:
+            raise ReferenceAudioError(
+                f"The reference clip is only {seconds:.1f} s; record at least {MIN_REFERENCE_S:g} s, ideally 8-15 s."
+            )
+        self._emit(Progress(job.request_id, "encode", 0, 1))
+        clip = ReferenceClip(samples=samples, source=Path("recording"), original_duration_s=seconds)
+        voice = synth.encode_reference(clip, job.transcript)
+        self._emit(VoiceEncoded(job.request_id, voice))
+
+    def _generate(self, job: Generate, cancel: threading.Event) -> None:
+        """Generate, streaming audio chunks as soon as they are decoded, then the whole take."""
+        rid = job.request_id
+
+        def progress(done: int, budget: int) -> None:
+            if done % PROGRESS_EVERY == 0:
+                self._emit(Progress(rid, "generate", done, budget))
+
+        def audio(chunk: np.ndarray) -> None:
+            if len(chunk):
+                self._emit(AudioChunk(rid, chunk))
+
+        self._emit(Progress(rid, "generate", 0, 0))  # started; the budget is known after the prompt
+        result = self._models().synthesize(
+            job.text, job.voice, job.params, cancel=cancel, on_progress=progress, on_audio=audio
+        )
+        self._emit(Progress(rid, "generate", len(result.codes), len(result.codes)))
+        self._emit(Generated(rid, result.audio, result.codes, result.warnings))
+
+
+def _process_rss_bytes() -> int | None:
+    """Resident memory of this process in bytes (peak RSS where only that is known), or None."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes, others: KiB
+
+
+def memory_summary() -> str:
+    """e.g. "RAM 1.2 GB · GPU 3.4 GB"; the GPU part only once CUDA is in use. Never imports torch."""
+    parts = []
+    rss = _process_rss_bytes()
+    if rss is not None:
+        parts.append(f"RAM {rss / 1e9:.1f} GB")
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        parts.append(f"GPU {torch.cuda.memory_allocated() / 1e9:.1f} GB")
+    return " · ".join(parts) or "memory unknown"
