@@ -309,3 +309,39 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SA
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+
+def quality_hints(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[str, ...]:
+    """User-facing hints on a voice reference, float32 [n] at sample_rate (Hz); () when it looks fine.
+
+    Checks length (3-15 s, 8-15 s best), clipping (over 0.1 % of samples at |x| >= 0.99), level
+    (peak under -30 dBFS or the speech level, the 90th-percentile 20 ms frame, under -40 dBFS) and
+    noise (the 5th-percentile frame, the floor heard in pauses, within 25 dB of the speech level).
+    """
+    wave = np.asarray(samples, dtype=np.float32).reshape(-1)
+    duration = len(wave) / sample_rate
+    hints: list[str] = []
+    if duration < 3.0:
+        hints.append(f"Short clip ({duration:.1f} s): 8-15 s works best.")
+    elif duration > 15.0:
+        hints.append(f"Long clip ({duration:.1f} s): trim it to 15 s or less; 8-15 s works best.")
+    levels = frame_levels_db(wave, sample_rate)
+    if len(levels) == 0:
+        return tuple(hints)
+    clipped = float(np.mean(np.abs(wave) >= 0.99))
+    if clipped > 1e-3:
+        hints.append(
+            f"Clipping: {100 * clipped:.1f} % of samples hit full scale; lower the input gain and record again."
+        )
+    peak_db = 20.0 * math.log10(float(np.abs(wave).max()) + 1e-12)
+    speech_db, noise_db = np.percentile(levels, 90), np.percentile(levels, 5)
+    if peak_db < -30.0 or speech_db < -40.0:
+        hints.append(
+            f"Too quiet (peak {peak_db:.0f} dBFS): move closer to the microphone or raise the input gain."
+        )
+    elif speech_db - noise_db < 25.0:
+        hints.append(
+            f"Noisy: the background is only {speech_db - noise_db:.0f} dB below the speech; "
+            "record somewhere quieter."
+        )
+    return tuple(hints)

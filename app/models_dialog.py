@@ -1,0 +1,396 @@
+"""Model setup: pick the Llasa size and quantization, download (with consent) or use local folders.
+
+The same dialog serves the first run (ModelsDialog(first_run=True)) and the Models menu. Downloads run
+in a worker object on a QThread with real byte progress; cancelling keeps the partial files, so
+downloading again resumes. When the hub is unreachable the dialog says so and offers a local folder.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtWidgets import (
+    QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QGroupBox, QHBoxLayout,
+    QLabel, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
+)
+
+from engine import downloads
+from engine.config import ModelChoice
+from engine.errors import CancelledError, EngineError, HubUnreachableError
+from engine.models import check_codec_folder, check_lm_folder
+
+log = logging.getLogger("llasa.app")
+
+QUANTIZATION_NOTES = {  # what each choice costs and gives (GPU memory for the 1B / 8B LM)
+    None: "Automatic: 4bit on a CUDA GPU, fp32 on the CPU.",
+    "4bit": "4bit: least memory (~1 GB for 1B, ~6 GB for 8B), slightly lower quality. CUDA only.",
+    "8bit": "8bit: about half of bf16's memory, quality close to bf16, slower. CUDA only.",
+    "bf16": "bf16: full quality on a modern GPU (~2.5 GB for 1B, ~16 GB for 8B).",
+    "fp32": "fp32: full quality, twice bf16's memory; the choice for CPUs.",
+}
+_LOCAL = "local"  # key of the LM radio button for a local folder
+
+
+def human_bytes(n: int) -> str:
+    """'3.4 GB' style size (decimal units, as download sites show them)."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit in ("B", "kB") else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+class DownloadWorker(QObject):
+    """Downloads repos one after another on its own thread; reports summed byte progress."""
+
+    progress = Signal(object, object)  # (done bytes, total bytes) over all repos; int may exceed 2**31
+    finished = Signal()
+    failed = Signal(str, bool)  # (message, hub unreachable)
+    cancelled = Signal()
+
+    def __init__(self, repos: list[tuple[str, int]], cancel: threading.Event) -> None:
+        super().__init__()
+        self._repos = repos  # (repo id, expected bytes)
+        self._cancel = cancel
+
+    @Slot()
+    def run(self) -> None:
+        totals = {repo: size for repo, size in self._repos}
+        done = dict.fromkeys(totals, 0)
+
+        try:
+            for repo, _ in self._repos:
+                def on_progress(d: int, t: int, repo: str = repo) -> None:
+                    done[repo], totals[repo] = d, (t or totals[repo])
+                    self.progress.emit(sum(done.values()), sum(totals.values()))
+
+                downloads.download(repo, on_progress=on_progress, cancel=self._cancel)
+                done[repo] = totals[repo]
+        except CancelledError:
+            self.cancelled.emit()
+        except HubUnreachableError as error:
+            self.failed.emit(str(error), True)
+        except EngineError as error:
+            self.failed.emit(str(error), False)
+        except Exception as error:  # a bug: log it, keep the dialog alive
+            log.exception("download failed")
+            self.failed.emit(f"Unexpected error while downloading ({error}); details are in the log.", False)
+        else:
+            self.finished.emit()
+
+
+class ModelsDialog(QDialog):
+    """Choose models; accepted means chosen_lm()/chosen_codec() are on disk (repo ids in the cache or folders)."""
+
+    def __init__(
+        self, parent: QWidget | None = None, *, first_run: bool = False, current: ModelChoice | None = None
+    ) -> None:
+        super().__init__(parent)
+        current = current or ModelChoice()
+        self._entries = {e.key: e for e in downloads.CATALOG}
+        self._codec_entry = self._entries.get("codec")
+        self._local_lm: str | None = None
+        self._local_codec: str | None = None
+        self._thread: QThread | None = None
+        self._worker: DownloadWorker | None = None
+        self._cancel = threading.Event()
+        self.setWindowTitle("Set up Llasa Studio" if first_run else "Models")
+        self.setAccessibleName(self.windowTitle())
+        self._build(first_run)
+        self._select_current(current)
+        self.refresh()
+
+    # --- layout ---------------------------------------------------------------------------------
+    def _build(self, first_run: bool) -> None:
+        intro = QLabel(
+            "Welcome to Llasa Studio. Pick a voice model to download once, or use folders you already have; "
+            "after that everything works offline."
+            if first_run else "Installed models work offline. Bigger models sound better and need more memory."
+        )
+        intro.setWordWrap(True)
+
+        lm_box = QGroupBox("Voice model (Llasa LM)")
+        lm_layout = QVBoxLayout(lm_box)
+        self.lm_group = QButtonGroup(self)
+        self.lm_buttons: dict[str, QRadioButton] = {}
+        for key, entry in self._entries.items():
+            if key == "codec":
+                continue
+            radio = QRadioButton()
+            radio.setAccessibleName(entry.title)
+            radio.setToolTip(entry.description)
+            self.lm_buttons[key] = radio
+        local = QRadioButton()
+        local.setAccessibleName("Local LM folder")
+        local.setVisible(False)
+        self.lm_buttons[_LOCAL] = local
+        for radio in self.lm_buttons.values():
+            self.lm_group.addButton(radio)
+            lm_layout.addWidget(radio)
+            radio.toggled.connect(self.refresh)
+        self.codec_label = QLabel()
+        self.codec_label.setWordWrap(True)
+        self.codec_label.setAccessibleName("Codec")
+        lm_layout.addWidget(self.codec_label)
+        self.local_button = QPushButton("Use a local folder…")
+        self.local_button.setAccessibleName("Use a local folder")
+        self.local_button.setToolTip("Use a Llasa LM or X-Codec2 folder already on this computer")
+        self.local_button.clicked.connect(self.choose_local_folder)
+        lm_layout.addWidget(self.local_button, 0, Qt.AlignmentFlag.AlignLeft)
+
+        self.quant_combo = QComboBox()
+        self.quant_combo.setAccessibleName("Quantization")
+        self.quant_combo.setToolTip("Trade memory for quality")
+        for q in QUANTIZATION_NOTES:
+            self.quant_combo.addItem("Automatic" if q is None else q, q)
+        self.quant_note = QLabel()
+        self.quant_note.setWordWrap(True)
+        self.quant_combo.currentIndexChanged.connect(
+            lambda: self.quant_note.setText(QUANTIZATION_NOTES[self.quant_combo.currentData()])
+        )
+        quant_row = QHBoxLayout()
+        quant_row.addWidget(QLabel("Quantization:"))
+        quant_row.addWidget(self.quant_combo)
+        quant_row.addWidget(self.quant_note, 1)
+
+        self.licence_label = QLabel(downloads.LICENCE_NOTICE)
+        self.licence_label.setWordWrap(True)
+        self.licence_label.setAccessibleName("Licence")
+        self.consent_label = QLabel(downloads.CONSENT_NOTICE)
+        self.consent_label.setWordWrap(True)
+        self.consent_box = QCheckBox("I have read this and agree")
+        self.consent_box.setAccessibleName("Consent")
+        self.consent_box.setAccessibleDescription(downloads.CONSENT_NOTICE)
+        self.consent_box.setToolTip("Required before downloading")
+        self.consent_box.toggled.connect(self.refresh)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setAccessibleName("Download progress")
+        self.progress_bar.hide()
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setAccessibleName("Download status")
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.download_button = QPushButton("Download")
+        self.download_button.setAccessibleName("Download")
+        self.download_button.setToolTip("Download the selected model and the codec (resumes a cancelled download)")
+        self.download_button.clicked.connect(self.start_download)
+        self.cancel_download_button = QPushButton("Cancel download")
+        self.cancel_download_button.setAccessibleName("Cancel download")
+        self.cancel_download_button.clicked.connect(self.cancel_download)
+        self.cancel_download_button.hide()
+        dl_row = QHBoxLayout()
+        dl_row.addWidget(self.download_button)
+        dl_row.addWidget(self.cancel_download_button)
+        dl_row.addWidget(self.progress_bar, 1)
+
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.ok_button.setText("Start" if first_run else "Use these models")
+        self.ok_button.setAccessibleName(self.ok_button.text())
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        for w in (intro, lm_box):
+            layout.addWidget(w)
+        layout.addLayout(quant_row)
+        for w in (self.licence_label, self.consent_label, self.consent_box):
+            layout.addWidget(w)
+        layout.addLayout(dl_row)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.buttons)
+        self.setMinimumWidth(560)
+
+    def _select_current(self, current: ModelChoice) -> None:
+        match = [k for k, e in self._entries.items() if e.repo_id == current.lm]
+        if match and match[0] in self.lm_buttons:
+            self.lm_buttons[match[0]].setChecked(True)
+        elif Path(current.lm).expanduser().is_dir():
+            self._set_local_lm(str(Path(current.lm).expanduser()))
+        else:
+            next(iter(self.lm_buttons.values())).setChecked(True)
+        codec_repo = self._codec_entry.repo_id if self._codec_entry else None
+        if current.codec != codec_repo and Path(current.codec).expanduser().is_dir():
+            self._local_codec = str(Path(current.codec).expanduser())
+        self.quant_combo.setCurrentIndex(max(0, self.quant_combo.findData(current.quantization)))
+        self.quant_note.setText(QUANTIZATION_NOTES[self.quant_combo.currentData()])
+
+    # --- state ----------------------------------------------------------------------------------
+    def _lm_key(self) -> str | None:
+        for key, radio in self.lm_buttons.items():
+            if radio.isChecked():
+                return key
+        return None
+
+    def chosen_lm(self) -> str:
+        """Repo id (in the local cache once downloaded) or local folder of the Llasa LM."""
+        key = self._lm_key()
+        if key == _LOCAL or key is None:
+            return self._local_lm or ""
+        return self._entries[key].repo_id
+
+    def chosen_codec(self) -> str:
+        """Repo id or local folder of X-Codec2."""
+        if self._local_codec:
+            return self._local_codec
+        return self._codec_entry.repo_id if self._codec_entry else ""
+
+    def chosen_quantization(self) -> str | None:
+        """One of engine.config.QUANTIZATIONS, or None for automatic (4bit on CUDA, fp32 on CPU)."""
+        return self.quant_combo.currentData()
+
+    def chosen(self) -> ModelChoice:
+        return ModelChoice(lm=self.chosen_lm(), codec=self.chosen_codec(), quantization=self.chosen_quantization())
+
+    def _missing(self) -> list[tuple[str, int]]:
+        """(repo id, bytes) of the chosen models that still need downloading."""
+        wanted = []
+        key = self._lm_key()
+        if key not in (None, _LOCAL):
+            wanted.append(self._entries[key])
+        if not self._local_codec and self._codec_entry:
+            wanted.append(self._codec_entry)
+        return [(e.repo_id, e.download_bytes) for e in wanted if downloads.installed_path(e.repo_id) is None]
+
+    def is_downloading(self) -> bool:
+        return self._thread is not None
+
+    @Slot()
+    def refresh(self) -> None:
+        """Update the installed status of every entry and the enabled buttons."""
+        if not hasattr(self, "ok_button"):
+            return
+        for key, radio in self.lm_buttons.items():
+            if key == _LOCAL:
+                continue
+            radio.setText(self._describe(self._entries[key]))
+        if self._local_codec:
+            self.codec_label.setText(f"Codec: local folder {self._local_codec}")
+        elif self._codec_entry:
+            self.codec_label.setText("Codec: " + self._describe(self._codec_entry))
+        missing = self._missing()
+        busy = self.is_downloading()
+        self.download_button.setEnabled(bool(missing) and self.consent_box.isChecked() and not busy)
+        self.download_button.setToolTip(
+            "Tick the consent box first" if missing and not self.consent_box.isChecked()
+            else "Download the selected model and the codec (resumes a cancelled download)"
+        )
+        self.ok_button.setEnabled(not missing and bool(self.chosen_lm()) and not busy)
+        for w in (*self.lm_buttons.values(), self.local_button, self.quant_combo, self.consent_box):
+            w.setEnabled(not busy)
+
+    @staticmethod
+    def _describe(entry) -> str:
+        path = downloads.installed_path(entry.repo_id)
+        where = f"installed at {path}" if path else "not downloaded"
+        return f"{entry.title} — {human_bytes(entry.download_bytes)} — {where}"
+
+    # --- local folders --------------------------------------------------------------------------
+    @Slot()
+    def choose_local_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a Llasa LM or X-Codec2 folder")
+        if folder:
+            self.use_local_folder(folder)
+
+    @Slot(str)
+    def use_local_folder(self, folder: str) -> bool:
+        """Use `folder` as the LM or the codec, whichever it is; shows why when it is neither."""
+        path = Path(folder)
+        try:
+            check_lm_folder(path)
+        except EngineError as lm_error:
+            try:
+                check_codec_folder(path)
+            except EngineError as codec_error:
+                is_codec = "is an X-Codec2 folder" in str(lm_error)
+                text = str(codec_error) if is_codec else str(lm_error)
+                self.status_label.setText(f"That folder cannot be used: {text}")
+                return False
+            self._local_codec = str(path)
+            self.status_label.setText(f"Using the X-Codec2 codec in {path}.")
+        else:
+            self._set_local_lm(str(path))
+            self.status_label.setText(f"Using the Llasa LM in {path}.")
+        self.refresh()
+        return True
+
+    def _set_local_lm(self, folder: str) -> None:
+        self._local_lm = folder
+        radio = self.lm_buttons[_LOCAL]
+        radio.setText(f"Local folder: {folder}")
+        radio.setVisible(True)
+        radio.setChecked(True)
+
+    # --- downloading ----------------------------------------------------------------------------
+    @Slot()
+    def start_download(self) -> None:
+        """Download what the chosen models still need, off the GUI thread."""
+        missing = self._missing()
+        if not missing or not self.consent_box.isChecked() or self.is_downloading():
+            return
+        self._cancel = threading.Event()
+        self._thread = QThread(self)
+        self._worker = DownloadWorker(missing, self._cancel)
+        self._worker.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        self._worker.progress.connect(self._on_progress)
+        self._worker.finished.connect(lambda: self._on_done("Download complete."))
+        self._worker.cancelled.connect(lambda: self._on_done("Download cancelled; Download again to resume."))
+        self._worker.failed.connect(self._on_failed)
+        for signal in (self._worker.finished, self._worker.cancelled, self._worker.failed):
+            signal.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)  # even while GUI waits
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("Starting…")
+        self.progress_bar.show()
+        self.cancel_download_button.show()
+        self.status_label.setText("Downloading " + ", ".join(repo for repo, _ in missing) + "…")
+        self._thread.start()
+        self.refresh()
+
+    @Slot()
+    def cancel_download(self) -> None:
+        self._cancel.set()
+
+    @Slot(object, object)
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress_bar.setValue(int(1000 * done / total) if total else 0)
+        self.progress_bar.setFormat(f"{human_bytes(done)} of {human_bytes(total)}")
+
+    def _on_failed(self, message: str, unreachable: bool) -> None:
+        if unreachable:
+            message = (
+                f"{message}\nCannot download now. If you already have the model folders, "
+                "click “Use a local folder…”."
+            )
+        self._on_done(message)
+        if unreachable:
+            self.local_button.setFocus()
+
+    def _on_done(self, message: str) -> None:
+        thread, self._thread, self._worker = self._thread, None, None
+        if thread is not None:
+            thread.quit()
+            thread.wait(5000)
+        self.cancel_download_button.hide()
+        self.status_label.setText(message)
+        self.refresh()
+
+    def _stop_download(self) -> None:
+        if self._thread is not None:
+            self._cancel.set()
+            if not self._thread.wait(10_000):
+                log.warning("download thread did not stop within 10 s")
+
+    def reject(self) -> None:  # Esc / Cancel / closing the window stop a running download
+        self._stop_download()
+        super().reject()
+
+    def accept(self) -> None:
+        if self.is_downloading() or not self.ok_button.isEnabled():
+            return
+        super().accept()

@@ -1,0 +1,410 @@
+"""The voice panel: record or import a reference clip, trim it, type its transcript and save it to the
+voice library; below it the library list (app/voice_library_view.py) picks the voice to speak with.
+
+Dumb widget: encoding goes out as `encode_requested` and comes back through `set_voice_encoded`;
+the only work done here is light (reading a file, polling the recorder and the player).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QTimer, Signal, Slot
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QFileDialog, QGroupBox, QLabel, QLineEdit, QListWidget, QPlainTextEdit,
+    QProgressBar, QVBoxLayout, QWidget,
+)
+
+from app.voice_library_view import VoiceLibraryView, attempt, named, named_button, row
+from app.waveform import WaveformView
+from engine import devices
+from engine.audio import SAMPLE_RATE, load_reference, quality_hints
+from engine.errors import EngineError
+from engine.voices import SavedVoice, VoiceLibrary
+
+log = logging.getLogger("llasa.app")
+
+MAX_RECORD_S = 15.0  # s: recording stops by itself here (the most a reference can use)
+POLL_MS = 33  # ms: level meter / timer / playhead refresh (~30 Hz)
+METER_FLOOR_DB = -60.0  # dBFS shown as an empty meter
+AUDIO_FILTER = "Audio files (*.wav *.flac *.ogg *.mp3 *.aiff *.aif);;All files (*)"
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+class VoicePanel(QWidget):
+    """Reference clip editor + voice library. The library's widgets and methods (voice_list,
+    play_voice_button, …, refresh_library, selected_voice, …) are the library view's, reachable here."""
+
+    voice_selected = Signal(object)  # SavedVoice, or None for "no reference (random voice)"
+    encode_requested = Signal(object, str)  # (float32 [n] trimmed clip at 16 kHz, transcript)
+    transcribe_requested = Signal(object)  # float32 [n] trimmed clip at 16 kHz (verifier hook)
+    voice_saved = Signal(object)  # SavedVoice just added to the library
+
+    def __init__(self, library: VoiceLibrary, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._library = library
+        self._clip = np.zeros(0, np.float32)  # the whole current clip, float32 [n] at 16 kHz
+        self._load_warnings: tuple[str, ...] = ()
+        self._recorder: devices.Recorder | None = None
+        self._player = None  # devices.StreamPlayer playing a clip or a saved voice
+        self._player_offset_s = 0.0  # s: where in the waveform the playing audio starts
+        self._pending: tuple[str, np.ndarray, str] | None = None  # (name, samples, transcript)
+        self._audio_ok = False
+        self._poll = QTimer(self)
+        self._poll.setInterval(POLL_MS)
+        self._poll.timeout.connect(self._on_poll)
+        self.setAcceptDrops(True)
+        self._build()
+        self._audio_widgets = (self.device_combo, self.record_button, self.play_clip_button)
+        self._tips = {w: w.toolTip() for w in self._audio_widgets}  # restored when audio comes back
+        self.refresh_devices()  # the library view lists the library itself
+        self._update_buttons()
+
+    # --- layout ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.device_combo = named(QComboBox(), "Input device", "Microphone to record from")
+        self.record_button = named_button("Record", "Record up to 15 s (8-15 s works best)", self.toggle_recording)
+        self.timer_label = named(QLabel(f"0:00 / {_clock(MAX_RECORD_S)}"), "Recording time")
+        self.level_meter = named(QProgressBar(), "Input level", "Input level while recording (peak dBFS)")
+        self.level_meter.setRange(0, int(-METER_FLOOR_DB * 10))
+        self.level_meter.setTextVisible(False)
+        self.level_meter.setMaximumHeight(12)
+        self.unavailable_label = named(QLabel(), "Recording unavailable")
+        self.unavailable_label.setWordWrap(True)
+        self.unavailable_label.hide()
+        self.import_button = named_button("Import file…", "Use an audio file as the reference", self.choose_file)
+        self.play_clip_button = named_button("Play clip", "Play the trimmed clip", self.play_clip)
+        self.waveform = named(WaveformView(), "Reference waveform")
+        self.waveform.set_trim_enabled(True)
+        self.waveform.trim_changed.connect(self._update_hints)
+        self.hints_list = named(QListWidget(), "Quality hints", "What could make the clone sound better")
+        self.hints_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.hints_list.setMaximumHeight(72)
+        self.transcript_edit = named(QPlainTextEdit(), "Transcript", "The exact words spoken in the trimmed clip")
+        self.transcript_edit.setPlaceholderText("Type exactly what the clip says")
+        self.transcript_edit.setTabChangesFocus(True)
+        self.transcript_edit.setMaximumHeight(64)
+        self.transcript_edit.textChanged.connect(self._update_buttons)
+        self.transcribe_button = named_button("Auto-transcribe", "Arrives with the verifier models", self._transcribe)
+        self.transcribe_button.setEnabled(False)
+        self.name_edit = named(QLineEdit(), "Voice name", "Name of the voice in the library")
+        self.name_edit.setPlaceholderText("Voice name")
+        self.name_edit.textChanged.connect(self._update_buttons)
+        self.save_button = named_button("Save voice…", "Encode the trimmed clip once and keep it", self.save_voice)
+        clip_box = QGroupBox("Reference clip")
+        clip_layout = QVBoxLayout(clip_box)
+        clip_layout.addLayout(row((self.device_combo, 1), self.record_button, self.timer_label))
+        for w in (self.level_meter, self.unavailable_label):
+            clip_layout.addWidget(w)
+        clip_layout.addLayout(row(self.import_button, self.play_clip_button, (None, 1)))
+        for w in (self.waveform, self.hints_list):
+            clip_layout.addWidget(w)
+        clip_layout.addLayout(row((self.transcript_edit, 1), self.transcribe_button))
+        clip_layout.addLayout(row((self.name_edit, 1), self.save_button))
+
+        self.library_view = VoiceLibraryView(self._library)
+        lib = self.library_view  # its widgets, under the names they had before the split
+        self.voice_list, self.play_voice_button = lib.voice_list, lib.play_voice_button
+        self.rename_button, self.delete_button = lib.rename_button, lib.delete_button
+        self.import_voice_button, self.export_voice_button = lib.import_voice_button, lib.export_voice_button
+        lib.play_requested.connect(lambda samples: self._play(samples, None))
+        lib.voice_selected.connect(self.voice_selected)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(clip_box)
+        layout.addWidget(self.library_view, 1)
+
+    # --- recording ------------------------------------------------------------------------------
+    @Slot()
+    def refresh_devices(self) -> None:
+        """List input devices, or disable recording with the reason audio is unavailable."""
+        reason = devices.audio_unavailable_reason()
+        inputs: list = []
+        if reason is None:
+            try:
+                inputs = [d for d in devices.list_devices() if d.max_inputs > 0]
+            except EngineError as error:
+                reason = str(error)
+        if reason is None and not inputs:
+            reason = "No microphone or other input device was found."
+        current = self.device_combo.currentData()
+        self.device_combo.clear()
+        for d in inputs:
+            self.device_combo.addItem(d.name + (" (default)" if d.is_default_input else ""), d.index)
+            if d.index == current or (current is None and d.is_default_input):
+                self.device_combo.setCurrentIndex(self.device_combo.count() - 1)
+        self.set_recording_available(reason is None, reason or "")
+
+    @Slot(bool, str)
+    def set_recording_available(self, available: bool, reason: str = "") -> None:
+        """Enable recording and playback, or disable them showing `reason` (why audio is unavailable)."""
+        self._audio_ok = bool(available)
+        self.unavailable_label.setText("" if available else f"Recording and playback are off: {reason}")
+        self.unavailable_label.setVisible(not available)
+        for w in self._audio_widgets:
+            w.setToolTip(self._tips[w] if available else reason)
+        self.library_view.set_audio_available(available, reason)
+        self._update_buttons()
+
+    def is_recording(self) -> bool:
+        return self._recorder is not None
+
+    @Slot()
+    def toggle_recording(self) -> None:
+        """Record button: start a recording, or stop the one running."""
+        if self._recorder is not None:
+            self._finish_recording()
+            return
+        self._stop_player()
+        recorder = attempt(self, "Cannot record", self._start_recorder)
+        if recorder is None:
+            return
+        self._recorder = recorder
+        self.timer_label.setText(f"0:00 / {_clock(MAX_RECORD_S)}")
+        self.record_button.setText("Stop")
+        self.record_button.setAccessibleName("Stop recording")
+        self._poll.start()
+        self._update_buttons()
+
+    def _start_recorder(self) -> devices.Recorder:
+        recorder = devices.Recorder(device=self.device_combo.currentData(), max_seconds=MAX_RECORD_S)
+        recorder.start()
+        return recorder
+
+    def _finish_recording(self) -> None:
+        recorder, self._recorder = self._recorder, None
+        self.record_button.setText("Record")
+        self.record_button.setAccessibleName("Record")
+        self.level_meter.setValue(0)
+        samples = attempt(self, "Recording failed", recorder.stop)
+        self._update_buttons()
+        if samples is not None and len(samples):
+            self.set_clip(samples, name=f"Recording {datetime.now():%Y-%m-%d %H:%M}")
+
+    # --- the clip -------------------------------------------------------------------------------
+    def set_clip(self, samples: np.ndarray, warnings: tuple[str, ...] = (), name: str = "") -> None:
+        """Make float32 [n] at 16 kHz the current clip (whole clip kept until trimmed)."""
+        self._clip = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._load_warnings = tuple(warnings)
+        self.waveform.set_samples(self._clip, SAMPLE_RATE)
+        if name and not self.name_edit.text().strip():
+            self.name_edit.setText(name)
+        self._update_hints()
+        self._update_buttons()
+
+    @Slot(str)
+    def import_file(self, path: str) -> bool:
+        """Load an audio file as the current clip; shows the error and returns False when unusable."""
+        clip = attempt(self, "Cannot use this file", load_reference, path)
+        if clip is None:
+            return False
+        self.set_clip(clip.samples, clip.warnings, Path(path).stem)
+        return True
+
+    @Slot()
+    def choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a reference clip", "", AUDIO_FILTER)
+        if path:
+            self.import_file(path)
+
+    def trimmed_samples(self) -> np.ndarray:
+        """The kept part of the current clip: float32 [m] at 16 kHz."""
+        start, end = self.waveform.trim_range()
+        return self._clip[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
+
+    def hints(self) -> tuple[str, ...]:
+        """The hints shown: the file's load warnings, then quality hints on the trimmed clip."""
+        if not len(self._clip):
+            return ()
+        return self._load_warnings + quality_hints(self.trimmed_samples())
+
+    def _update_hints(self, *_: float) -> None:
+        self.hints_list.clear()
+        hints = self.hints()
+        if len(self._clip) and not hints:
+            self.hints_list.addItem("Looks good.")
+        self.hints_list.addItems(list(hints))
+
+    def transcript(self) -> str:
+        return self.transcript_edit.toPlainText().strip()
+
+    @Slot(str)
+    def set_transcript(self, text: str) -> None:
+        """Fill the transcript (the auto-transcription answer)."""
+        self.transcript_edit.setPlainText(text)
+
+    @Slot(bool)
+    def set_transcribe_available(self, available: bool) -> None:
+        """Offer Auto-transcribe once a verifier model can answer transcribe_requested."""
+        self.transcribe_button.setEnabled(bool(available))
+        self.transcribe_button.setToolTip(
+            "Write the transcript from the clip" if available else "Arrives with the verifier models"
+        )
+
+    def _transcribe(self) -> None:
+        if len(self._clip):
+            self.transcribe_requested.emit(self.trimmed_samples().copy())
+
+    # --- saving ---------------------------------------------------------------------------------
+    @Slot()
+    def save_voice(self) -> None:
+        """Ask the engine to encode the trimmed clip; set_voice_encoded finishes the save."""
+        samples, transcript, name = self.trimmed_samples().copy(), self.transcript(), self.name_edit.text().strip()
+        if not (len(samples) and transcript and name):
+            return
+        self._pending = (name, samples, transcript)
+        self.save_button.setText("Encoding…")
+        self._update_buttons()
+        self.encode_requested.emit(samples, transcript)
+
+    @Slot(object, str)
+    def set_voice_encoded(self, codes: tuple[int, ...], codec: str) -> SavedVoice | None:
+        """Store the clip being saved with its speech codes, list it and select it."""
+        if self._pending is None:
+            log.warning("voice encoded but no save was pending; ignored")
+            return None
+        (name, samples, transcript), self._pending = self._pending, None
+        self._reset_save_button()
+        voice = attempt(self, "Cannot save the voice", self._library.add, name, samples, transcript,
+                              tuple(int(c) for c in codes), codec)
+        if voice is None:
+            return None
+        self.refresh_library(select=voice.id)
+        self.voice_saved.emit(voice)
+        return voice
+
+    @Slot()
+    def set_encode_failed(self) -> None:
+        """The engine could not encode (the window shows why): allow saving again."""
+        self._pending = None
+        self._reset_save_button()
+
+    def _reset_save_button(self) -> None:
+        self.save_button.setText("Save voice…")
+        self._update_buttons()
+
+    # --- library (delegated to the library view) ------------------------------------------------
+    @Slot()
+    def refresh_library(self, select: str | None = None) -> None:
+        """Re-list the library; keeps (or moves to `select`) the selected voice."""
+        self.library_view.refresh_library(select)
+
+    def selected_voice(self) -> SavedVoice | None:
+        return self.library_view.selected_voice()
+
+    def select_voice(self, voice_id: str | None) -> None:
+        self.library_view.select_voice(voice_id)
+
+    @Slot()
+    def rename_selected(self) -> None:
+        self.library_view.rename_selected()
+
+    @Slot()
+    def delete_selected(self) -> None:
+        self.library_view.delete_selected()
+
+    @Slot(str)
+    def import_voice_file(self, path: str) -> SavedVoice | None:
+        """Add a voice from a .llasavoice file and select it."""
+        return self.library_view.import_voice_file(path)
+
+    @Slot(str)
+    def export_selected(self, path: str) -> bool:
+        """Write the selected voice to `path` as one .llasavoice file."""
+        return self.library_view.export_selected(path)
+
+    @Slot()
+    def play_selected(self) -> None:
+        """Play the selected saved voice's reference recording."""
+        self.library_view.play_selected()
+
+    def choose_voice_file(self) -> None:
+        self.library_view.choose_voice_file()
+
+    def choose_export_path(self) -> None:
+        self.library_view.choose_export_path()
+
+    # --- playback -------------------------------------------------------------------------------
+    @Slot()
+    def play_clip(self) -> None:
+        """Play the trimmed clip, with a playhead on the waveform."""
+        self._play(self.trimmed_samples(), self.waveform.trim_range()[0])
+
+    def _play(self, samples: np.ndarray, waveform_offset_s: float | None) -> None:
+        self._stop_player()
+        if not (self._audio_ok and len(samples)):
+            return
+        self._player = attempt(self, "Cannot play audio", devices.play_audio, samples, SAMPLE_RATE)
+        if self._player is None:
+            return
+        self._player_offset_s = -1.0 if waveform_offset_s is None else waveform_offset_s
+        self._poll.start()
+
+    def _stop_player(self) -> None:
+        if self._player is not None:
+            self._player.stop()
+            self._player = None
+        self.waveform.set_playhead(None)
+
+    def _on_poll(self) -> None:
+        if self._recorder is not None:
+            level = self._recorder.level_db
+            self.level_meter.setValue(int(max(0.0, min(-METER_FLOOR_DB, level - METER_FLOOR_DB)) * 10))
+            self.timer_label.setText(f"{_clock(self._recorder.elapsed_s)} / {_clock(MAX_RECORD_S)}")
+            if not self._recorder.is_recording:  # reached MAX_RECORD_S (or the device stopped)
+                self._finish_recording()
+        if self._player is not None:
+            if self._player.is_playing:
+                if self._player_offset_s >= 0:
+                    self.waveform.set_playhead(self._player_offset_s + self._player.position_s)
+            else:
+                self._player = None
+                self.waveform.set_playhead(None)
+        if self._recorder is None and self._player is None:
+            self._poll.stop()
+
+    # --- state ----------------------------------------------------------------------------------
+    def _update_buttons(self) -> None:
+        recording, has_clip = self._recorder is not None, len(self._clip) > 0
+        audio = self._audio_ok
+        self.device_combo.setEnabled(audio and not recording)
+        self.record_button.setEnabled(audio)
+        self.import_button.setEnabled(not recording)
+        self.play_clip_button.setEnabled(audio and has_clip and not recording)
+        ready = has_clip and bool(self.transcript()) and bool(self.name_edit.text().strip())
+        self.save_button.setEnabled(ready and self._pending is None and not recording)
+        self.save_button.setToolTip(
+            "Encode the trimmed clip once and keep it" if ready
+            else "Record or import a clip, type its transcript and a name first"
+        )
+        self.library_view.set_recording(recording)
+
+    def shutdown(self) -> None:
+        """Stop recording and playback (the window is closing)."""
+        self._poll.stop()
+        if self._recorder is not None:
+            recorder, self._recorder = self._recorder, None
+            recorder.stop()
+        self._stop_player()
+
+    # --- drag and drop --------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            return
+        event.acceptProposedAction()
+        if paths[0].endswith(".llasavoice"):
+            self.import_voice_file(paths[0])
+        else:
+            self.import_file(paths[0])

@@ -1,0 +1,111 @@
+"""ModelsDialog: consent gating, the local-folder route, and a hub that cannot be reached."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import socket
+
+import pytest
+from huggingface_hub import constants
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from app.models_dialog import ModelsDialog, human_bytes
+from engine.config import ModelChoice
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, so nothing counts as installed."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def dialog(qtbot, empty_hf_cache):
+    d = ModelsDialog(first_run=True)
+    qtbot.addWidget(d)
+    d.show()
+    return d
+
+
+def test_human_bytes():
+    assert [human_bytes(n) for n in (512, 2_782_000_000, 17_181_000_000, 3_290_000)] == [
+        "512 B", "2.8 GB", "17.2 GB", "3.3 MB",
+    ]
+
+
+def test_lists_catalog_and_gates_download_on_consent(dialog):
+    assert dialog.windowTitle() == "Set up Llasa Studio"
+    texts = [dialog.lm_buttons[k].text() for k in ("1B", "3B", "8B")]
+    assert texts[0] == "Llasa 1B — 2.8 GB — not downloaded"
+    assert all("not downloaded" in t for t in texts)
+    assert "X-Codec2" in dialog.codec_label.text() and "3.3 GB" in dialog.codec_label.text()
+    assert "CC-BY-NC-4.0" in dialog.licence_label.text()
+    assert dialog.lm_buttons["1B"].isChecked()  # the default model
+    assert not dialog.download_button.isEnabled()
+    assert not dialog.ok_button.isEnabled()  # nothing installed yet
+    dialog.consent_box.setChecked(True)
+    assert dialog.download_button.isEnabled()
+    dialog.consent_box.setChecked(False)
+    assert not dialog.download_button.isEnabled()
+    assert dialog.chosen_quantization() is None  # automatic: 4bit on CUDA, fp32 on CPU
+    dialog.quant_combo.setCurrentIndex(dialog.quant_combo.findData("8bit"))
+    assert dialog.chosen_quantization() == "8bit" and "half" in dialog.quant_note.text()
+    assert {w.accessibleName() for w in (dialog.download_button, dialog.consent_box, dialog.local_button)} == {
+        "Download", "Consent", "Use a local folder",
+    }
+
+
+def test_local_folders_valid_and_wrong(dialog, tiny_models, tmp_path):
+    wrong = tmp_path / "not-a-model"
+    wrong.mkdir()
+    assert not dialog.use_local_folder(str(wrong))
+    assert "cannot be used" in dialog.status_label.text() and "no config.json" in dialog.status_label.text()
+    assert not dialog.ok_button.isEnabled()
+
+    assert dialog.use_local_folder(str(tiny_models["lm"]))
+    assert dialog.lm_buttons["local"].isChecked() and dialog.lm_buttons["local"].isVisible()
+    assert not dialog.ok_button.isEnabled()  # the codec is still missing
+    assert dialog.use_local_folder(str(tiny_models["codec"]))
+    assert "Using the X-Codec2 codec" in dialog.status_label.text()
+    assert dialog.ok_button.isEnabled()
+    QTest.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert dialog.result() == ModelsDialog.DialogCode.Accepted
+    assert dialog.chosen_lm() == str(tiny_models["lm"]) and dialog.chosen_codec() == str(tiny_models["codec"])
+    assert dialog.chosen() == ModelChoice(lm=str(tiny_models["lm"]), codec=str(tiny_models["codec"]))
+
+
+def test_reopens_on_the_current_local_choice(qtbot, empty_hf_cache, tiny_models):
+    current = ModelChoice(lm=str(tiny_models["lm"]), codec=str(tiny_models["codec"]), quantization="bf16")
+    d = ModelsDialog(current=current)
+    qtbot.addWidget(d)
+    assert d.windowTitle() == "Models"
+    assert d.chosen() == current and d.ok_button.isEnabled()  # works offline: nothing to download
+
+
+def test_hub_unreachable_says_so_and_stays_usable(dialog, qtbot, monkeypatch, tiny_models):
+    with socket.socket() as s:  # a local port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    dialog.consent_box.setChecked(True)
+    QTest.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+    assert dialog.is_downloading()
+    assert not dialog.lm_buttons["3B"].isEnabled()  # choices are locked while downloading
+    qtbot.waitUntil(lambda: not dialog.is_downloading(), timeout=60_000)
+    text = dialog.status_label.text()
+    assert "Cannot reach 127.0.0.1" in text and "Use a local folder" in text
+    assert dialog.download_button.isEnabled() and dialog.local_button.isEnabled()
+    assert dialog.lm_buttons["3B"].isEnabled()
+    # the plain route still works after the failure
+    assert dialog.use_local_folder(str(tiny_models["lm"])) and dialog.use_local_folder(str(tiny_models["codec"]))
+    assert dialog.ok_button.isEnabled()
