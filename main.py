@@ -1,4 +1,4 @@
-"""Llasa Studio: `python main.py` opens the app; `python main.py <subcommand>` runs the engine headless.
+"""Llasa Studio: `python main.py` opens the desktop app; `python main.py <subcommand>` runs the engine headless.
 
 Parses arguments and dispatches; the work is done by engine/ (and app/ for the window).
 Expected failures (EngineError) print one line and exit with code 2.
@@ -32,6 +32,7 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
     synth.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens (default 0 = off)")
     synth.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1.0 = off)")
+    synth.add_argument("--play", action="store_true", help="play the speech while it is generated (default output device)")
     synth.set_defaults(run=_run_synth)
 
 
@@ -52,6 +53,7 @@ def _run_synth(args: argparse.Namespace) -> None:
     from engine.audio import check_output_path, load_reference, write_audio
     from engine.config import ModelChoice, SamplingParams
     from engine.errors import InputTextError
+    from engine.devices import StreamPlayer
     from engine.synth import Synthesizer, read_text_file
 
     # Everything that can be checked without models is checked first: bad input fails in milliseconds.
@@ -63,6 +65,8 @@ def _run_synth(args: argparse.Namespace) -> None:
     if args.ref is None and args.ref_text:
         raise InputTextError("--ref-text was given without --ref.")
     check_output_path(args.out)
+    # Fails fast, before loading models, when there is no PortAudio or no output device.
+    player = StreamPlayer() if args.play else None
     params = SamplingParams(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -87,13 +91,25 @@ def _run_synth(args: argparse.Namespace) -> None:
         if sys.stderr.isatty() and done % 25 == 0:
             print(f"\rGenerating… {done} tokens ({done / 50:.1f} s of audio)", end="", file=sys.stderr, flush=True)
 
-    result = synthesizer.synthesize(text, voice, params, cancel=threading.Event(), on_progress=progress)
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    for warning in result.warnings:
-        _status(f"warning: {warning}")
-    write_audio(args.out, result.audio)
-    _status(f"Wrote {args.out} ({len(result.audio) / 16000:.2f} s, {len(result.codes)} speech tokens).")
+    try:
+        if player:
+            player.start()
+            _status("Generating and playing…")
+        on_audio = player.feed if player else None
+        result = synthesizer.synthesize(text, voice, params, cancel=threading.Event(), on_progress=progress, on_audio=on_audio)
+        if player:
+            player.finish()
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        for warning in result.warnings:
+            _status(f"warning: {warning}")
+        write_audio(args.out, result.audio)
+        _status(f"Wrote {args.out} ({len(result.audio) / 16000:.2f} s, {len(result.codes)} speech tokens).")
+        if player:
+            player.wait()
+    finally:
+        if player:
+            player.stop()
 
 
 def _run_tiny_models(args: argparse.Namespace) -> None:
@@ -118,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        print("\nThe desktop window is not part of this build yet; use the `synth` command.", file=sys.stderr)
-        return 0
+        from app.main import run_app
+
+        return run_app(sys.argv[:1])
     from engine.errors import EngineError
 
     try:

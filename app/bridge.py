@@ -1,0 +1,99 @@
+"""The one place where the GUI meets the engine: jobs in, Qt signals out.
+
+`EngineBridge` owns an `engine.session.EngineSession` (one long-lived thread that owns every torch
+object). Methods submit jobs and return a request id; the session's event dataclasses arrive on the
+engine thread and are re-emitted here as Qt signals, queued onto the GUI thread. Widgets never touch
+the engine directly. torch is imported on the engine thread, so the window appears before it loads.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+from PySide6.QtCore import QObject, Qt, Signal, Slot
+
+from engine.config import ModelChoice, SamplingParams
+
+log = logging.getLogger("llasa.app")
+
+
+class EngineBridge(QObject):
+    """Qt face of the engine session. Signals carry the engine's immutable event objects."""
+
+    models_loaded = Signal(object)  # engine.session.ModelsLoaded
+    progress_changed = Signal(object)  # engine.session.Progress
+    voice_encoded = Signal(object)  # engine.session.VoiceEncoded
+    chunk_ready = Signal(object)  # engine.session.AudioChunk
+    generated = Signal(object)  # engine.session.Generated
+    exported = Signal(object)  # engine.session.Exported
+    failed = Signal(object)  # engine.session.Failed
+    cancelled = Signal(object)  # engine.session.Cancelled
+    _event_arrived = Signal(object)  # engine thread -> GUI thread
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        from engine import session
+
+        self._session_module = session
+        self._ids = itertools.count(1)
+        self._routes = {
+            session.ModelsLoaded: self.models_loaded,
+            session.Progress: self.progress_changed,
+            session.VoiceEncoded: self.voice_encoded,
+            session.AudioChunk: self.chunk_ready,
+            session.Generated: self.generated,
+            session.Exported: self.exported,
+            session.Failed: self.failed,
+            session.Cancelled: self.cancelled,
+        }
+        self._event_arrived.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
+        self._session = session.EngineSession(emit=self._event_arrived.emit)
+        self._session.start()
+
+    def _next_id(self) -> str:
+        return f"r{next(self._ids)}"
+
+    @Slot(object)
+    def _dispatch(self, event: object) -> None:
+        signal = self._routes.get(type(event))
+        if signal is None:
+            log.warning("unroutable engine event %r", event)
+            return
+        signal.emit(event)
+
+    def load_models(self, choice: ModelChoice) -> None:
+        """Load (or switch) models; answered by models_loaded or failed."""
+        self._session.submit(self._session_module.LoadModels(choice))
+
+    def encode_voice(self, samples: np.ndarray, transcript: str) -> str:
+        """Encode a 16 kHz reference clip; answered by voice_encoded or failed."""
+        request_id = self._next_id()
+        self._session.submit(self._session_module.EncodeVoice(request_id, samples, transcript))
+        return request_id
+
+    def generate(self, text: str, voice, params: SamplingParams) -> str:
+        """Speak text in voice (engine.synth.Voice or None); chunk_ready while it runs, then generated."""
+        request_id = self._next_id()
+        self._session.submit(self._session_module.Generate(request_id, text, voice, params))
+        return request_id
+
+    def export(self, wave: np.ndarray, path: str) -> str:
+        """Write audio atomically; answered by exported or failed."""
+        request_id = self._next_id()
+        self._session.submit(self._session_module.ExportAudio(request_id, wave, path))
+        return request_id
+
+    def cancel(self) -> None:
+        """Stop the running job within one token and drop queued generations."""
+        self._session.cancel()
+
+    def memory_text(self) -> str:
+        return self._session_module.memory_summary()
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Cancel and stop the engine thread; False (and a log line) if it did not stop in time."""
+        stopped = self._session.shutdown(timeout)
+        if not stopped:
+            log.warning("engine thread did not stop within %.1f s", timeout)
+        return stopped

@@ -1,0 +1,157 @@
+"""The script pane: the text to speak, its length estimate, Generate/Stop and the progress readout.
+
+Dumb widget: clicks go out as `generate_requested` / `stop_requested`, edits as `text_changed`;
+the window decides what is allowed and tells it through the set_* slots.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from engine.audio import FRAME_RATE
+from engine.config import CONTEXT_WINDOW
+
+CHARS_PER_SECOND = 14.0  # typical read speech (~150 words/min); only for the length estimate
+STAGE_NAMES = {"load": "Loading models…", "encode": "Encoding voice…", "generate": "Generating…"}
+
+
+class ScriptView(QWidget):
+    """Text editor + Generate/Stop + progress. Public pieces: text_edit, count_label, generate_button,
+    stop_button, progress_bar, progress_label."""
+
+    generate_requested = Signal()
+    stop_requested = Signal()
+    text_changed = Signal(str)  # the whole text, as typed
+    failed = Signal(str)  # a user-facing message (e.g. an unreadable text file)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._reference_s = 0.0  # s of reference speech in the selected voice (takes room in the window)
+        self.text_edit = QPlainTextEdit()
+        self.text_edit.setPlaceholderText("Type or paste the text to speak…")
+        self.text_edit.setAccessibleName("Text to speak")
+        self.text_edit.setToolTip("The text to speak (Ctrl+Enter generates)")
+        self.text_edit.setAcceptDrops(False)  # files dropped on it go to the window's handler
+        self.count_label = QLabel()
+        self.count_label.setAccessibleName("Text length")
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setAccessibleName("Generate speech")
+        self.generate_button.setDefault(True)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setAccessibleName("Stop generating")
+        self.stop_button.setToolTip("Stop generating (Esc)")
+        self.progress_label = QLabel()
+        self.progress_label.setAccessibleName("Progress stage")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setAccessibleName("Progress")
+        self.progress_bar.setTextVisible(False)
+        self.progress_bar.setMaximumHeight(12)
+        self.progress_bar.hide()
+
+        controls = QHBoxLayout()
+        controls.addWidget(self.count_label, 1)
+        controls.addWidget(self.generate_button)
+        controls.addWidget(self.stop_button)
+        progress = QHBoxLayout()
+        progress.addWidget(self.progress_label)
+        progress.addWidget(self.progress_bar, 1)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.text_edit, 1)
+        column.addLayout(controls)
+        column.addLayout(progress)
+
+        self.generate_button.clicked.connect(self.generate_requested)
+        self.stop_button.clicked.connect(self.stop_requested)
+        self.text_edit.textChanged.connect(self._on_text_changed)
+        self._update_count()
+
+    # --- text -----------------------------------------------------------------------------------
+    def text(self) -> str:
+        return self.text_edit.toPlainText()
+
+    @Slot(str)
+    def set_text(self, text: str) -> None:
+        self.text_edit.setPlainText(text)
+
+    def open_file(self, path: str | Path) -> bool:
+        """Put a UTF-8 text file's content in the editor; emits `failed` and returns False if unreadable."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            self.failed.emit(f"{p} is not UTF-8 text; save it as UTF-8 and try again.")
+            return False
+        except OSError as e:
+            self.failed.emit(f"Cannot read {p}: {e.strerror or e}.")
+            return False
+        self.set_text(text)
+        return True
+
+    @Slot(float)
+    def set_reference_seconds(self, seconds: float) -> None:
+        """How many seconds of reference speech the selected voice puts in the context (0: none)."""
+        self._reference_s = float(seconds)
+        self._update_count()
+
+    def _update_count(self) -> None:
+        text = self.text().strip()
+        seconds = len(text) / CHARS_PER_SECOND
+        note = f"{len(text)} characters · about {seconds:.0f} s of speech"
+        room_s = CONTEXT_WINDOW / FRAME_RATE - self._reference_s - seconds * 0.3  # text tokens take room too
+        if text and seconds > room_s:
+            note += f" — likely too long for one take (about {max(room_s, 0):.0f} s fit)"
+        self.count_label.setText(note)
+
+    @Slot()
+    def _on_text_changed(self) -> None:
+        self._update_count()
+        self.text_changed.emit(self.text())
+
+    # --- buttons --------------------------------------------------------------------------------
+    @Slot(bool, str)
+    def set_can_generate(self, enabled: bool, reason: str = "") -> None:
+        """Enable Generate; `reason` is its tooltip (why it is off, or what it does)."""
+        self.generate_button.setEnabled(bool(enabled))
+        if reason:
+            self.generate_button.setToolTip(reason)
+
+    @Slot(bool)
+    def set_generating(self, generating: bool) -> None:
+        """Stop is offered only while a take is being generated."""
+        self.stop_button.setEnabled(bool(generating))
+
+    # --- progress -------------------------------------------------------------------------------
+    @Slot(str)
+    def set_busy(self, stage: str) -> None:
+        """Show `stage` (display text) with an indeterminate bar."""
+        self.progress_label.setText(stage)
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.show()
+
+    @Slot(str)
+    def set_stage_text(self, text: str) -> None:
+        """Change the stage text only (e.g. "Stopping…"), leaving the bar as it is."""
+        self.progress_label.setText(text)
+
+    @Slot(str, int, int)
+    def set_progress(self, stage: str, done: int, total: int) -> None:
+        """An engine Progress event: `stage` is its key ("load", "encode", "generate"), done/total its
+        counts (speech tokens at 50 per second while generating)."""
+        total, done = max(int(total), 0), max(int(done), 0)
+        if stage == "generate":
+            text = f"Generating… {done / FRAME_RATE:.1f} s of speech"
+        else:
+            text = STAGE_NAMES.get(stage, stage)
+        self.progress_label.setText(text)
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(min(done, total))
+        self.progress_bar.show()
+
+    @Slot()
+    def set_idle(self) -> None:
+        """Hide the progress readout."""
+        self.progress_label.clear()
+        self.progress_bar.hide()
