@@ -1,0 +1,135 @@
+"""Screenshots of the real app for reviewers: `python installer/screenshots.py OUT_DIR`.
+
+Runs the app in a real X window (re-running itself under `xvfb-run` when there is no display),
+with tiny random models, a private PulseAudio null sink for the microphone, and throw-away settings
+and voice library, so nothing of the user's is touched. It saves:
+  main_window.png            after one voice was saved and one take generated
+  voice_panel_recording.png  the voice panel mid-recording (an espeak-ng clip plays into the sink)
+  models_dialog.png          the Models dialog
+Needs the test tools (scripts/test.sh installs them) plus, on Debian/Ubuntu, Xvfb and the X libraries
+Qt's xcb plugin loads: apt-get install xvfb libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
+libxcb-render-util0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = "The quick brown fox jumps over the lazy dog, near the quiet river bank."
+
+
+def _wait(signal, timeout_ms: int = 180_000):
+    """Run the Qt event loop until `signal` fires; return its arguments."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop, result = QEventLoop(), []
+    signal.connect(lambda *args: (result.append(args), loop.quit()))
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+    if not result:
+        raise TimeoutError(f"no {signal} within {timeout_ms / 1000:.0f} s")
+    return result[0]
+
+
+def _pause(ms: int) -> None:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def _speech_clip(folder: Path) -> Path:
+    raw, clip = folder / "speech22.wav", folder / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), SPEECH], check=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", str(clip)], check=True)
+    return clip
+
+
+def take_screenshots(out: Path, work: Path) -> list[Path]:
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest_audio import null_sink_server
+
+    from engine.tiny_models import write_tiny_models
+
+    lm, codec = write_tiny_models(work / "tiny")
+    clip = _speech_clip(work)
+    with null_sink_server(work / "pulse"):
+        from PySide6.QtCore import QSettings
+        from PySide6.QtWidgets import QApplication
+
+        from app.bridge import EngineBridge
+        from app.main_window import MainWindow
+        from app.models_dialog import ModelsDialog
+        from app.settings import AppSettings
+        from engine.audio import load_audio
+        from engine.devices import play_audio
+        from engine.voices import VoiceLibrary
+
+        app = QApplication([sys.argv[0]])
+        settings = AppSettings(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat))
+        settings.lm, settings.codec, settings.voices_folder = str(lm), str(codec), str(work / "voices")
+        bridge = EngineBridge()
+        window = MainWindow(bridge, settings, VoiceLibrary(work / "voices"))
+        window.resize(1280, 800)
+        window.show()
+        window.load_models()
+        _wait(bridge.models_loaded)
+
+        panel = window.voice_panel
+        panel.import_file(str(clip))
+        panel.set_transcript(SPEECH)
+        panel.name_edit.setText("Narrator (espeak)")
+        panel.save_voice()
+        _wait(panel.voice_saved)
+        window.text_edit.setPlainText("Hello! This is Llasa Studio speaking in a cloned voice.")
+        window.generate()
+        _wait(bridge.generated)
+        _pause(500)
+        paths = [out / "main_window.png"]
+        window.grab().save(str(paths[-1]))
+
+        player = play_audio(load_audio(clip))  # into the null sink; the panel records its monitor
+        panel.toggle_recording()
+        _pause(2500)
+        paths.append(out / "voice_panel_recording.png")
+        panel.grab().save(str(paths[-1]))
+        panel.toggle_recording()
+        player.stop()
+
+        dialog = ModelsDialog(window, current=settings.to_model_choice())
+        dialog.show()
+        _pause(500)
+        paths.append(out / "models_dialog.png")
+        dialog.grab().save(str(paths[-1]))
+        dialog.close()
+        window.close()
+        bridge.shutdown(5.0)
+        app.quit()
+    return paths
+
+
+def main() -> int:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "screenshots").resolve()
+    if not os.environ.get("DISPLAY"):
+        if shutil.which("xvfb-run") is None:
+            print("needs a display or xvfb-run (apt-get install xvfb)", file=sys.stderr)
+            return 2
+        command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24 -dpi 96", sys.executable, __file__, str(out)]
+        return subprocess.run(command).returncode
+    os.environ["QT_QPA_PLATFORM"] = "xcb"  # a real window on the X server, not offscreen
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llasa-shots-") as work:
+        for path in take_screenshots(out, Path(work)):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
