@@ -146,3 +146,20 @@ def _check_portaudio_sees_it() -> None:
             "PortAudio sees no PulseAudio device (apt-get install libasound2-plugins for ALSA's pulse "
             f"plugin); devices: {[d.name for d in devices]}"
         )
+
+
+@pytest.fixture
+def no_portaudio_path(tmp_path) -> Path:
+    """A folder to put first on a child process's PYTHONPATH so that importing sounddevice raises
+    OSError there, exactly as it does on a machine without libportaudio (via a sitecustomize)."""
+    folder = tmp_path / "no_portaudio"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        "class NoPortAudio(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'sounddevice':\n"
+        "            raise OSError('PortAudio library not found')\n"
+        "sys.meta_path.insert(0, NoPortAudio())\n"
+    )
+    return folder

@@ -1,6 +1,6 @@
 """Without PortAudio the app still starts, says why recording and live playback are off, and can
 generate and export. PortAudio's absence is simulated the way it shows up for real: importing
-sounddevice raises OSError (a sitecustomize on the child's path makes it so)."""
+sounddevice raises OSError (the no_portaudio_path fixture)."""
 from __future__ import annotations
 
 import json
@@ -66,16 +66,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_app_without_portaudio_generates_and_exports(tiny_models, tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
-        import importlib.abc, sys
-        class NoPortAudio(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "sounddevice":
-                    raise OSError("PortAudio library not found")
-        sys.meta_path.insert(0, NoPortAudio())
-    """))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "QT_QPA_PLATFORM": "offscreen"}
+def test_app_without_portaudio_generates_and_exports(tiny_models, tmp_path, no_portaudio_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(no_portaudio_path), str(ROOT)]), "QT_QPA_PLATFORM": "offscreen"}
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tiny_models["lm"]), str(tiny_models["codec"]), str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,

@@ -51,16 +51,8 @@ def rms_db(wave: np.ndarray) -> float:
     return 10 * math.log10(float(np.mean(np.square(wave, dtype=np.float64))) + 1e-20)
 
 
-def test_without_portaudio_everything_says_so(tmp_path):
-    """sounddevice raises OSError when libportaudio is missing; simulated with a sitecustomize."""
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
-        import importlib.abc, sys
-        class NoPortAudio(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "sounddevice":
-                    raise OSError("PortAudio library not found")
-        sys.meta_path.insert(0, NoPortAudio())
-    """))
+def test_without_portaudio_everything_says_so(no_portaudio_path):
+    """sounddevice raises OSError when libportaudio is missing (see the no_portaudio_path fixture)."""
     script = textwrap.dedent("""
         import sys
         from engine import devices
@@ -73,7 +65,7 @@ def test_without_portaudio_everything_says_so(tmp_path):
                 print(error)
         print("torch" in sys.modules, "PySide6" in sys.modules)
     """)
-    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": f"{no_portaudio_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
     command = [sys.executable, "-c", script]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
