@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests use for real audio and windows: espeak-ng makes speech clips, sox
 # converts them; PulseAudio (a private server with a null sink) + PortAudio + ALSA's pulse plugin
-# give real playback/recording devices; libegl1/libxkbcommon0/libfontconfig1 let Qt start offscreen.
-PACKAGES="espeak-ng sox libsndfile1 pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins libegl1 libxkbcommon0 libfontconfig1 libdbus-1-3"
+# give real playback/recording devices; the GL/X11/fontconfig libraries let Qt start offscreen.
+PACKAGES="espeak-ng sox libsndfile1 pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins libegl1 libgl1 libglib2.0-0 libx11-6 libxkbcommon0 libfontconfig1 libfreetype6 libdbus-1-3"
 missing=$(for p in $PACKAGES; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
