@@ -1,0 +1,228 @@
+"""Decode speed: the model-card recipe (`model.generate`) vs engine.fast_lm.FastDecoder, same process.
+
+Full-size random Llasa-shaped weights are built in memory (random weights cost what real ones
+cost), with a tokenizer-free 400-token prompt whose speech part is the voice reference. Both paths
+generate N tokens after the same prompt; a random-weight decode-only X-Codec2 turns the codes into
+audio (the recipe: one decode after generation; the fast loop: engine.stream.StreamingDecoder while
+generating). Prints a table and writes JSON. See bench/README.md.
+
+    python bench/bench_decode.py --size 1b --quant nf4 bf16 --new-tokens 500 --out bench/1b.json
+    python bench/bench_decode.py --size tiny --quant fp32 --new-tokens 64      # CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.audio import FRAME_RATE  # noqa: E402
+from engine.config import SamplingParams  # noqa: E402
+from engine.fast_lm import FastDecoder  # noqa: E402
+from engine.lm import LlasaLM  # noqa: E402
+from engine.tokens import SpeechTokens  # noqa: E402
+
+VOCAB = 193_800  # Llama-3's 128,256 + 8 Llasa tags + 65,536 speech tokens
+SHAPES = {  # /work/shared/reference/baselines.md; "tiny" is for CPU smoke runs
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128),
+    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, intermediate_size=8192),
+    "3b": dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8, intermediate_size=8192),
+    "8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336),
+}
+TOKENS = SpeechTokens(  # the real Llasa ids: tags follow Llama-3's 128,256 tokens, then <|s_0|>..
+    text_understanding_start_id=128258, text_understanding_end_id=128259, speech_start_id=128260,
+    end_id=128261, first_speech_id=128264, eot_id=128009,
+)
+RECIPE = SamplingParams(temperature=0.8, top_p=1.0)  # the model card's sampling
+
+
+def build_lm(size: str, quant: str, device: torch.device) -> LlasaLM:
+    """Random Llasa-shaped LlamaForCausalLM (tied embeddings), on ``device``; NF4 layers via bitsandbytes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    config = LlamaConfig(
+        vocab_size=VOCAB, tie_word_embeddings=True, rms_norm_eps=1e-5, max_position_embeddings=2048,
+        rope_parameters=dict(rope_type="default", rope_theta=500000.0), bos_token_id=128000,
+        eos_token_id=TOKENS.end_id, pad_token_id=TOKENS.end_id, **SHAPES[size],
+    )
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    model.to_empty(device=device).to(torch.float32 if quant == "fp32" else torch.bfloat16)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.fill_(1.0) if "norm" in name else p.normal_(0.0, 0.02)
+    model.model.rotary_emb = LlamaRotaryEmbedding(config).to(device)  # its buffers were left empty
+    model.lm_head.weight = model.model.embed_tokens.weight
+    if quant == "nf4":
+        import bitsandbytes as bnb
+
+        for layer in model.model.layers:
+            for parent in (layer.self_attn, layer.mlp):
+                for name, lin in list(parent.named_children()):
+                    if isinstance(lin, torch.nn.Linear):
+                        q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False,
+                                              compute_dtype=torch.bfloat16, quant_type="nf4")
+                        q.weight = bnb.nn.Params4bit(lin.weight.data.cpu(), requires_grad=False, quant_type="nf4")
+                        setattr(parent, name, q.to(device))  # quantized on the move to CUDA
+        torch.cuda.empty_cache()
+    model.eval()
+    return LlasaLM(model, None, TOKENS, device, quant)
+
+
+def build_codec(enabled: bool, size: str, device: torch.device):
+    if not enabled:
+        return None
+    from engine.codec.model import CodecConfig, XCodec2
+
+    config = CodecConfig.tiny() if size == "tiny" else CodecConfig()
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    return XCodec2.from_config(config, decode_only=True).to(device, dtype).eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_prompt(length: int) -> tuple[list[int], list[int]]:
+    """A 400-token-style prompt: a few tag ids, then reference speech codes; returns (ids, codes)."""
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, TOKENS.num_codes, (length - 4,), generator=g).tolist()
+    head = [128000, TOKENS.text_understanding_start_id, TOKENS.text_understanding_end_id, TOKENS.speech_start_id]
+    return head + TOKENS.codes_to_ids(codes), codes
+
+
+def run_recipe(lm: LlasaLM, codec, prompt: list[int], prefix: list[int], n: int) -> dict:
+    ids = torch.tensor([prompt], device=lm.device)
+    kw = dict(do_sample=True, temperature=0.8, top_p=1.0, min_new_tokens=n, max_new_tokens=n,
+              pad_token_id=TOKENS.end_id, eos_token_id=TOKENS.end_id)
+    lm.model.generate(ids, **{**kw, "min_new_tokens": 4, "max_new_tokens": 4})  # warm-up
+    sync(lm.device)
+    t0 = time.perf_counter()
+    out = lm.model.generate(ids, **kw)
+    sync(lm.device)
+    t_gen = time.perf_counter() - t0
+    new = [max(0, min(t - TOKENS.first_speech_id, TOKENS.num_codes - 1)) for t in out[0, len(prompt):].tolist()]
+    first_audio = t_total = t_gen
+    if codec is not None:  # the recipe decodes the whole take (with the reference in front) at the end
+        codec.decode(torch.tensor(prefix + new))
+        sync(lm.device)
+        first_audio = t_total = time.perf_counter() - t0
+    return dict(tokens=len(new), gen_s=t_gen, first_audio_s=first_audio, total_s=t_total)
+
+
+def run_fast(decoder: FastDecoder, codec, prompt: list[int], prefix: list[int], n: int) -> dict:
+    from engine.stream import StreamingDecoder
+
+    lm = decoder.lm
+    t0 = time.perf_counter()
+    for _ in decoder.generate([prompt], RECIPE, max_new_tokens=16):  # warm-up: capture (and compile)
+        pass
+    sync(lm.device)
+    setup = time.perf_counter() - t0
+    sync(lm.device)
+    t0 = time.perf_counter()  # pass 1: the LM alone (tokens/s, time to first code)
+    first_code, count = None, 0
+    for _ in decoder.generate([prompt], RECIPE, max_new_tokens=n):
+        first_code = first_code or time.perf_counter() - t0
+        count += 1
+    sync(lm.device)
+    t_gen = time.perf_counter() - t0
+    if codec is None:
+        return dict(tokens=count, gen_s=t_gen, first_audio_s=first_code, total_s=t_gen, setup_s=setup)
+    stream, first_audio = StreamingDecoder(codec, prefix), None
+    t0 = time.perf_counter()  # pass 2: LM + streaming codec decode (time to first audio, RTF)
+    for step in decoder.generate([prompt], RECIPE, max_new_tokens=n):
+        if stream.push([step[0]]) and first_audio is None:
+            sync(lm.device)
+            first_audio = time.perf_counter() - t0
+    stream.flush()
+    sync(lm.device)
+    return dict(tokens=count, gen_s=t_gen, first_audio_s=first_audio, total_s=time.perf_counter() - t0,
+                setup_s=setup, first_code_s=first_code)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=list(SHAPES), default="1b")
+    ap.add_argument("--quant", nargs="+", choices=["nf4", "bf16", "fp32"], default=["nf4", "bf16"])
+    ap.add_argument("--new-tokens", type=int, default=500)
+    ap.add_argument("--prompt-tokens", type=int, default=400)
+    ap.add_argument("--no-codec", action="store_true", help="time to first code instead of first audio")
+    ap.add_argument("--no-recipe", action="store_true", help="skip model.generate (e.g. 8B bf16)")
+    ap.add_argument("--compile", action="store_true", help="also run FastDecoder with torch.compile")
+    ap.add_argument("--check-every", type=int, default=8)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    prompt, prefix = make_prompt(args.prompt_tokens)
+    n, rows = args.new_tokens, []
+    codec = build_codec(not args.no_codec, args.size, device)
+    for quant in args.quant:
+        if quant == "nf4" and (device.type != "cuda" or not _has("bitsandbytes")):
+            print(f"skip nf4: needs CUDA and bitsandbytes (cuda={device.type == 'cuda'})")
+            continue
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        lm = build_lm(args.size, quant, device)
+        runs = [] if args.no_recipe else [("recipe model.generate", lambda: run_recipe(lm, codec, prompt, prefix, n))]
+        variants = [("fast graph", False)] + ([("fast graph+compile", True)] if args.compile else [])
+        for name, comp in variants:
+            def fast(comp=comp):
+                dec = FastDecoder(lm, max_length=len(prompt) + n, compile=comp, check_every=args.check_every)
+                return run_fast(dec, codec, prompt, prefix, n)
+            runs.append((name if device.type == "cuda" else name.replace("graph", "eager"), fast))
+        for name, fn in runs:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            r = fn()
+            audio_s = r["tokens"] / FRAME_RATE
+            rows.append(dict(
+                size=args.size, quant=quant, path=name, device=_device_name(device), **r,
+                tokens_per_s=r["tokens"] / r["gen_s"],
+                rtf=r["total_s"] / audio_s if audio_s else None,
+                peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+            ))
+        base = next((x["tokens_per_s"] for x in rows if x["quant"] == quant and x["path"].startswith("recipe")), None)
+        for x in rows:
+            if x["quant"] == quant:
+                x["speedup"] = x["tokens_per_s"] / base if base else None
+        del lm
+    _print_table(rows, "first audio" if codec is not None else "first code")
+    if args.out:
+        meta = dict(date=time.strftime("%Y-%m-%d"), torch=torch.__version__, python=platform.python_version(),
+                    new_tokens=n, prompt_tokens=len(prompt), codec=codec is not None)
+        args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def _print_table(rows: list[dict], first: str) -> None:
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    print(f"| size | quant | path | tokens | tok/s | x recipe | {first} ms | RTF | peak GPU GiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} | {r['quant']} | {r['path']} | {r['tokens']} | {r['tokens_per_s']:.1f} | "
+              f"{fmt(r.get('speedup'), '.2f')} | {fmt(r['first_audio_s'] and r['first_audio_s'] * 1000, '.1f')} | "
+              f"{fmt(r['rtf'], '.3f')} | {fmt(r['peak_gpu_gib'], '.2f')} |")
+
+
+if __name__ == "__main__":
+    main()
