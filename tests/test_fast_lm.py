@@ -26,10 +26,8 @@ PENALIZED = SamplingParams(temperature=0, repetition_penalty=1.3)
 
 
 @pytest.fixture(scope="module")
-def lm_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_lm")
-    write_tiny_lm(folder, seed=0)
-    return folder
+def lm_folder(tiny_models):
+    return tiny_models["lm"]  # the session's tiny LM (seed 0); tests that edit weights work on copies
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,11 @@ from engine.config import SamplingParams
 from engine.errors import DeviceError, ModelFormatError
 from engine.lm import CPU_NOTICE, generate_codes, load_lm
 from engine.prompt import build_prompt
-from engine.tiny_lm import write_tiny_lm
 
 
 @pytest.fixture(scope="module")
-def lm_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_lm")
-    write_tiny_lm(folder, seed=0)
-    return folder
+def lm_folder(tiny_models):
+    return tiny_models["lm"]  # the session's tiny LM (seed 0); tests that edit weights work on copies
 
 
 @pytest.fixture(scope="module")
