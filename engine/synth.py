@@ -23,12 +23,8 @@ from engine.lm import LlasaLM, generate_codes, load_lm
 from engine.models import check_codec_folder, check_lm_folder, resolve_model
 from engine.prompt import build_prompt
 from engine.stream import StreamingDecoder
+from engine.text import MIN_SPEECH_TOKENS, speaking_rate
 
-# Speaking rate assumed when there is no reference to measure it from: about 15 characters per
-# second of English speech, i.e. 50 / 15 speech tokens per character.
-DEFAULT_TOKENS_PER_CHAR = FRAME_RATE / 15
-# Never fewer speech tokens than this are left for the answer (one second of audio).
-MIN_SPEECH_TOKENS = FRAME_RATE
 
 
 @dataclass(frozen=True)
@@ -58,10 +54,7 @@ def speech_budget(prompt_length: int, text: str, voice: Voice | None) -> int:
 
     The need is estimated from the reference's own speaking rate (codes per transcript character).
     """
-    if voice is not None:
-        rate = len(voice.codes) / max(len(voice.transcript.strip()), 1)
-    else:
-        rate = DEFAULT_TOKENS_PER_CHAR
+    rate = speaking_rate(len(voice.codes), voice.transcript) if voice else speaking_rate(0, "")
     needed = max(math.ceil(len(text.strip()) * rate), MIN_SPEECH_TOKENS)
     available = CONTEXT_WINDOW - prompt_length
     if needed > available:
