@@ -10,18 +10,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-from PySide6.QtCore import QMimeData, Qt, QTimer, QUrl, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtCore import Qt, QTimer, Slot
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
-    QAbstractButton, QApplication, QComboBox, QDialog, QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter,
+    QAbstractButton, QApplication, QComboBox, QDialog, QLabel, QMainWindow, QMessageBox, QSplitter,
     QVBoxLayout, QWidget,
 )
 
+from app.menus import (
+    APP_TITLE, TEXT_SUFFIXES, VOICE_SUFFIX, ask_export_path, ask_text_file, ask_voice_file, build_commands,
+    droppable_files,
+)
 from app.player import PlayerWidget
 from app.resources import app_icon
 from app.script_view import ScriptView
-from app.settings import AppSettings, SettingsDialog, logs_folder
+from app.settings import AppSettings, SettingsDialog
 from app.voice_panel import VoicePanel
 from engine import audio
 from engine.audio import FRAME_RATE, SAMPLE_RATE
@@ -30,28 +33,7 @@ from engine.voices import SavedVoice, VoiceLibrary
 
 log = logging.getLogger("llasa.app")
 
-APP_TITLE = "Llasa Studio"
 MEMORY_POLL_MS = 2000
-TEXT_SUFFIXES = (".txt", ".md")
-VOICE_SUFFIX = ".llasavoice"
-_EXPORT_NAMES = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3", ".ogg": "Ogg Vorbis"}
-ABOUT_TEXT = (
-    "<h3>Llasa Studio</h3>"
-    "<p>Clone a voice from a short clip and speak any text in it, locally.</p>"
-    "<p>The app's code is Apache-2.0. The Llasa and X-Codec2 model weights are licensed "
-    "<b>CC-BY-NC-4.0</b>: non-commercial use only, with attribution.</p>"
-    "<p>Only clone voices with the speaker's permission.</p>"
-)
-
-
-def audio_suffixes() -> tuple[str, ...]:
-    """File extensions soundfile can read here (lower case, with the dot)."""
-    return tuple(f".{fmt.lower()}" for fmt in sf.available_formats()) + (".aif", ".oga")
-
-
-def export_formats() -> dict[str, str]:
-    """Extensions the engine can write here → display name (MP3 only when libsndfile encodes it)."""
-    return {ext: _EXPORT_NAMES.get(ext, ext[1:].upper()) for ext in audio._WRITE_FORMATS}
 
 
 class MainWindow(QMainWindow):
@@ -87,8 +69,7 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(900, 600)
         self.setAcceptDrops(True)
         self._build_widgets()
-        self._build_actions()
-        self._build_menus()
+        build_commands(self)
         self._build_status_bar()
         self._wire()
         self._memory_timer = QTimer(self)
@@ -125,58 +106,6 @@ class MainWindow(QMainWindow):
         layout.addWidget(splitter, 1)
         layout.addWidget(self.player)
         self.setCentralWidget(central)
-
-    def _action(self, text: str, slot: Callable, shortcut=None, tip: str = "") -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
-        if tip:
-            action.setStatusTip(tip)
-            action.setToolTip(tip)
-        action.triggered.connect(slot)
-        return action
-
-    def _build_actions(self) -> None:
-        key = QKeySequence
-        self.generate_action = self._action(
-            "Generate", self.generate, [key("Ctrl+Return"), key("Ctrl+Enter")], "Speak the text in the chosen voice"
-        )
-        self.stop_action = self._action("Stop", self.stop, key(Qt.Key.Key_Escape), "Stop generating")
-        self.play_action = self._action("Play / Pause", self._play_shortcut, key(Qt.Key.Key_Space), "Play or pause")
-        for action in (self.generate_action, self.stop_action, self.play_action):
-            self.addAction(action)  # window-wide shortcuts
-        self.open_text_action = self._action("Open text…", self.choose_text_file, key.StandardKey.Open, "Load a text file")
-        self.import_voice_action = self._action("Import voice…", self.choose_voice_import, None,
-                                                "Import an audio clip or a .llasavoice file")
-        self.export_action = self._action("Export audio…", self.choose_export_path, key("Ctrl+E"), "Save the take")
-        self.quit_action = self._action("Quit", self.close, key.StandardKey.Quit, "Quit Llasa Studio")
-        self.models_action = self._action("Manage models…", self.open_models_dialog, None, "Download or pick models")
-        self.preferences_action = self._action("Preferences…", self.open_preferences, key.StandardKey.Preferences,
-                                               "Model, sampling, audio and storage settings")
-        self.logs_action = self._action("Show logs", self.show_logs, None, "Open the log folder")
-        self.about_action = self._action("About Llasa Studio", self.show_about, None, "Version and licences")
-        self.edit_actions = {  # standard editing, applied to the focused text field
-            method: self._action(text, lambda _=False, m=method: self._edit(m), getattr(key.StandardKey, std))
-            for method, text, std in (("undo", "Undo", "Undo"), ("redo", "Redo", "Redo"), ("cut", "Cut", "Cut"),
-                                      ("copy", "Copy", "Copy"), ("paste", "Paste", "Paste"),
-                                      ("selectAll", "Select all", "SelectAll"))
-        }
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        file_menu.addActions([self.open_text_action, self.import_voice_action, self.export_action])
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
-        edit_menu = bar.addMenu("&Edit")
-        for method, action in self.edit_actions.items():
-            if method in ("cut", "selectAll"):
-                edit_menu.addSeparator()
-            edit_menu.addAction(action)
-        bar.addMenu("&Models").addAction(self.models_action)
-        bar.addMenu("&Settings").addAction(self.preferences_action)
-        help_menu = bar.addMenu("&Help")
-        help_menu.addActions([self.logs_action, self.about_action])
 
     def _build_status_bar(self) -> None:
         labels = QLabel("Models not loaded"), QLabel(), QLabel()
@@ -432,17 +361,12 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def choose_text_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open text", "", "Text (*.txt *.md);;All files (*)")
-        if path:
+        if path := ask_text_file(self):
             self.open_text_file(path)
 
     @Slot()
     def choose_voice_import(self) -> None:
-        patterns = " ".join(f"*{s}" for s in audio_suffixes())
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Import voice", "", f"Voices and audio (*{VOICE_SUFFIX} {patterns});;All files (*)"
-        )
-        if path:
+        if path := ask_voice_file(self):
             self.import_voice(path)
 
     def import_voice(self, path: str | Path) -> None:
@@ -454,16 +378,8 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def choose_export_path(self) -> None:
-        if self._last_take is None:
-            return
-        formats = export_formats()
-        filters = [f"{name} (*{ext})" for ext, name in formats.items()]
-        path, chosen = QFileDialog.getSaveFileName(self, "Export audio", "take.wav", ";;".join(filters))
-        if not path:
-            return
-        if Path(path).suffix.lower() not in formats:  # no (known) extension typed: use the filter's
-            path += next((ext for ext, name in formats.items() if chosen.startswith(name)), ".wav")
-        self.export_audio(path)
+        if self._last_take is not None and (path := ask_export_path(self)):
+            self.export_audio(path)
 
     def export_audio(self, path: str | Path) -> str | None:
         """Write the last take to `path` on the engine thread; returns the request id (None on error)."""
@@ -485,24 +401,10 @@ class MainWindow(QMainWindow):
             self.script_view.set_idle()
             self.statusBar().showMessage(f"Saved {event.path}", 10_000)
 
-    # --- help -----------------------------------------------------------------------------------
-    @Slot()
-    def show_logs(self) -> None:
-        folder = logs_folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
-
-    @Slot()
-    def show_about(self) -> None:
-        box = QMessageBox(QMessageBox.Icon.Information, f"About {APP_TITLE}", ABOUT_TEXT,
-                          QMessageBox.StandardButton.Ok, self)
-        box.setIconPixmap(app_icon().pixmap(96, 96))
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.open()
-
     # --- keyboard, editing, drag and drop -------------------------------------------------------
     @Slot()
-    def _play_shortcut(self) -> None:
+    def play_shortcut(self) -> None:
+        """Space: play/pause, unless the focus is in the text editor or on a button/combo box."""
         focus = QApplication.focusWidget()
         if isinstance(focus, QAbstractButton):  # Space keeps pressing the focused button
             focus.animateClick()
@@ -511,26 +413,20 @@ class MainWindow(QMainWindow):
         elif focus is not self.text_edit:
             self.player.toggle_play()
 
-    def _edit(self, method: str) -> None:
+    def edit_focused(self, method: str) -> None:
+        """Edit menu: apply `method` (undo, copy, …) to the focused text field, else the editor."""
         focus = QApplication.focusWidget()
         target = focus if focus is not None and hasattr(focus, method) and hasattr(focus, "paste") else self.text_edit
         getattr(target, method)()
 
-    def _dropped_files(self, mime: QMimeData) -> list[Path]:
-        usable = TEXT_SUFFIXES + audio_suffixes() + (VOICE_SUFFIX,)
-        return [
-            Path(url.toLocalFile()) for url in mime.urls()
-            if url.isLocalFile() and Path(url.toLocalFile()).suffix.lower() in usable
-        ]
-
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt name)
-        if self._dropped_files(event.mimeData()):
+        if droppable_files(event.mimeData()):
             event.acceptProposedAction()
         else:
             event.ignore()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 (Qt name)
-        files = self._dropped_files(event.mimeData())
+        files = droppable_files(event.mimeData())
         if not files:
             event.ignore()
             return

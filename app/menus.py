@@ -1,0 +1,139 @@
+"""The main window's commands: its actions and shortcuts, the menu bar, and the file dialogs and
+help boxes the menus open. Dialog helpers return what the user chose; the window acts on it."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import soundfile as sf
+from PySide6.QtCore import QMimeData, Qt, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QWidget
+
+from app.resources import app_icon
+from app.settings import logs_folder
+from engine import audio
+
+APP_TITLE = "Llasa Studio"
+TEXT_SUFFIXES = (".txt", ".md")
+VOICE_SUFFIX = ".llasavoice"
+_EXPORT_NAMES = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3", ".ogg": "Ogg Vorbis"}
+ABOUT_TEXT = (
+    "<h3>Llasa Studio</h3>"
+    "<p>Clone a voice from a short clip and speak any text in it, locally.</p>"
+    "<p>The app's code is Apache-2.0. The Llasa and X-Codec2 model weights are licensed "
+    "<b>CC-BY-NC-4.0</b>: non-commercial use only, with attribution.</p>"
+    "<p>Only clone voices with the speaker's permission.</p>"
+)
+
+
+def audio_suffixes() -> tuple[str, ...]:
+    """File extensions soundfile can read here (lower case, with the dot)."""
+    return tuple(f".{fmt.lower()}" for fmt in sf.available_formats()) + (".aif", ".oga")
+
+
+def export_formats() -> dict[str, str]:
+    """Extensions the engine can write here → display name (MP3 only when libsndfile encodes it)."""
+    return {ext: _EXPORT_NAMES.get(ext, ext[1:].upper()) for ext in audio._WRITE_FORMATS}
+
+
+def droppable_files(mime: QMimeData) -> list[Path]:
+    """The local files in a drag that the window can take: text, audio clips, .llasavoice voices."""
+    usable = TEXT_SUFFIXES + audio_suffixes() + (VOICE_SUFFIX,)
+    return [
+        Path(url.toLocalFile()) for url in mime.urls()
+        if url.isLocalFile() and Path(url.toLocalFile()).suffix.lower() in usable
+    ]
+
+
+def _action(window: QMainWindow, text: str, slot: Callable, shortcut=None, tip: str = "") -> QAction:
+    action = QAction(text, window)
+    if shortcut is not None:
+        action.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
+    if tip:
+        action.setStatusTip(tip)
+        action.setToolTip(tip)
+    action.triggered.connect(slot)
+    return action
+
+
+def build_commands(window) -> None:
+    """Create the window's actions (as `window.<name>_action`, plus `window.edit_actions`), register
+    the window-wide shortcuts (Ctrl+Enter, Esc, Space) and fill the menu bar."""
+    key, w = QKeySequence, window
+    w.generate_action = _action(w, "Generate", w.generate, [key("Ctrl+Return"), key("Ctrl+Enter")],
+                                "Speak the text in the chosen voice")
+    w.stop_action = _action(w, "Stop", w.stop, key(Qt.Key.Key_Escape), "Stop generating")
+    w.play_action = _action(w, "Play / Pause", w.play_shortcut, key(Qt.Key.Key_Space), "Play or pause")
+    for action in (w.generate_action, w.stop_action, w.play_action):
+        w.addAction(action)  # window-wide shortcuts
+    w.open_text_action = _action(w, "Open text…", w.choose_text_file, key.StandardKey.Open, "Load a text file")
+    w.import_voice_action = _action(w, "Import voice…", w.choose_voice_import, None,
+                                    "Import an audio clip or a .llasavoice file")
+    w.export_action = _action(w, "Export audio…", w.choose_export_path, key("Ctrl+E"), "Save the take")
+    w.quit_action = _action(w, "Quit", w.close, key.StandardKey.Quit, "Quit Llasa Studio")
+    w.models_action = _action(w, "Manage models…", w.open_models_dialog, None, "Download or pick models")
+    w.preferences_action = _action(w, "Preferences…", w.open_preferences, key.StandardKey.Preferences,
+                                   "Model, sampling, audio and storage settings")
+    w.logs_action = _action(w, "Show logs", open_logs_folder, None, "Open the log folder")
+    w.about_action = _action(w, "About Llasa Studio", lambda: show_about(w), None, "Version and licences")
+    w.edit_actions = {  # standard editing, applied to the focused text field
+        method: _action(w, text, lambda _=False, m=method: w.edit_focused(m), getattr(key.StandardKey, std))
+        for method, text, std in (("undo", "Undo", "Undo"), ("redo", "Redo", "Redo"), ("cut", "Cut", "Cut"),
+                                  ("copy", "Copy", "Copy"), ("paste", "Paste", "Paste"),
+                                  ("selectAll", "Select all", "SelectAll"))
+    }
+
+    bar = w.menuBar()
+    file_menu = bar.addMenu("&File")
+    file_menu.addActions([w.open_text_action, w.import_voice_action, w.export_action])
+    file_menu.addSeparator()
+    file_menu.addAction(w.quit_action)
+    edit_menu = bar.addMenu("&Edit")
+    for method, action in w.edit_actions.items():
+        if method in ("cut", "selectAll"):
+            edit_menu.addSeparator()
+        edit_menu.addAction(action)
+    bar.addMenu("&Models").addAction(w.models_action)
+    bar.addMenu("&Settings").addAction(w.preferences_action)
+    bar.addMenu("&Help").addActions([w.logs_action, w.about_action])
+
+
+def ask_text_file(parent: QWidget) -> str:
+    """A text file to open, or "" when the user cancelled."""
+    path, _ = QFileDialog.getOpenFileName(parent, "Open text", "", "Text (*.txt *.md);;All files (*)")
+    return path
+
+
+def ask_voice_file(parent: QWidget) -> str:
+    """An audio clip or .llasavoice file to import, or ""."""
+    patterns = " ".join(f"*{s}" for s in audio_suffixes())
+    path, _ = QFileDialog.getOpenFileName(
+        parent, "Import voice", "", f"Voices and audio (*{VOICE_SUFFIX} {patterns});;All files (*)"
+    )
+    return path
+
+
+def ask_export_path(parent: QWidget) -> str:
+    """Where to save the take, with a known extension (the chosen filter's when none was typed), or ""."""
+    formats = export_formats()
+    filters = [f"{name} (*{ext})" for ext, name in formats.items()]
+    path, chosen = QFileDialog.getSaveFileName(parent, "Export audio", "take.wav", ";;".join(filters))
+    if path and Path(path).suffix.lower() not in formats:
+        path += next((ext for ext, name in formats.items() if chosen.startswith(name)), ".wav")
+    return path
+
+
+def open_logs_folder() -> None:
+    """Help → Show logs: open the per-user log folder in the file manager."""
+    folder = logs_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+
+def show_about(parent: QWidget) -> None:
+    box = QMessageBox(QMessageBox.Icon.Information, f"About {APP_TITLE}", ABOUT_TEXT,
+                      QMessageBox.StandardButton.Ok, parent)
+    box.setIconPixmap(app_icon().pixmap(96, 96))
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.open()
