@@ -49,9 +49,25 @@ class OutputFileError(EngineError):
     """An output file cannot be written where the user asked."""
 
 
+class ExportError(EngineError):
+    """An audiobook export cannot be made (bad format or cover, encoder failure)."""
+
+
 class AudioDeviceError(EngineError):
     """No usable audio input/output (PortAudio missing, no device, device busy)."""
 
 
 class HubUnreachableError(EngineError):
     """The Hugging Face hub cannot be reached to download a model."""
+
+
+class BookImportError(EngineError):
+    """A book file cannot be imported: unsupported format, corrupt or empty."""
+
+
+class DrmProtectedError(BookImportError):
+    """A book file is encrypted (DRM) and cannot be read."""
+
+
+class ProjectError(EngineError):
+    """A narration project folder is missing, damaged, or not the project the command expects."""
