@@ -111,6 +111,7 @@ class Synthesizer:
         cancel: threading.Event | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         on_audio: Callable[[np.ndarray], None] | None = None,
+        max_new_tokens: int | None = None,
     ) -> Synthesis:
         """Speak `text` in `voice` (a random voice when None).
 
@@ -118,7 +119,9 @@ class Synthesizer:
         audio is decoded while generating (engine.stream.StreamingDecoder): on_audio(float32 [n]
         at 16 kHz) receives consecutive chunks as they are ready, and the result's audio is their
         concatenation, i.e. what was heard. Raises TextTooLongError before generating when the text
-        cannot fit, CancelledError when cancelled (no chunk follows the cancel).
+        cannot fit, CancelledError when cancelled (no chunk follows the cancel). max_new_tokens caps
+        the speech tokens below what the window leaves (a runaway guard); hitting either limit gives
+        finish_reason "length".
         """
         text = text.strip()
         if not text:
@@ -130,7 +133,8 @@ class Synthesizer:
             reference_codes=voice.codes if voice else None,
             reference_text=voice.transcript if voice else "",
         )
-        budget = speech_budget(len(prompt), text, voice)
+        window_budget = speech_budget(len(prompt), text, voice)
+        budget = window_budget if max_new_tokens is None else max(min(max_new_tokens, window_budget), 1)
         codes: list[int] = []
         chunks: list[np.ndarray] = []
         decoder = StreamingDecoder(self.codec, voice.codes if voice else ()) if on_audio else None
@@ -149,7 +153,7 @@ class Synthesizer:
         if finish_reason == "cancelled":
             raise CancelledError("Generation was cancelled.")
         warnings = []
-        if finish_reason == "length":
+        if finish_reason == "length" and budget == window_budget:
             warnings.append(
                 f"The model had not finished speaking when the {CONTEXT_WINDOW}-token window was full: "
                 "the audio may stop mid-sentence. Split the text into shorter parts."
