@@ -27,7 +27,7 @@ _TIMEOUT_S = 15.0  # listing a repo
 class CatalogEntry:
     """A model the app offers to download."""
 
-    key: str  # "1B", "3B", "8B" or "codec"
+    key: str  # "1B", "3B", "8B", "codec"; verifiers: "asr", "asr-large", "speaker"
     repo_id: str
     title: str
     download_bytes: int  # approximate: safetensors + config + tokenizer files, from the hub's file list
@@ -54,6 +54,27 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
 )
 
+# Verifiers for verifier-picked takes (engine.verify). Sizes are the files we fetch, from the hub file
+# listings: whisper-large-v3-turbo's model.safetensors 1.62 GB + 4.1 MB of json (tokenizer.json 2.71 MB,
+# vocab.json 1.04 MB, tokenizer_config.json 283 kB, ...); whisper-small's model.safetensors 967 MB + about
+# 3.9 MB of json (estimated from memory of its listing, not re-checked). microsoft/wavlm-base-plus-sv has
+# only a pickle (pytorch_model.bin, 405 MB) on its main branch: the download fetches its config files,
+# and engine.verify refuses the folder until a safetensors copy (about the same size) is placed in it.
+VERIFIER_CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        "asr", "openai/whisper-small", "Whisper small (speech recognition)", 971_000_000,
+        "Checks that each take says the text (word/character error rate); also transcribes reference clips.",
+    ),
+    CatalogEntry(
+        "asr-large", "openai/whisper-large-v3-turbo", "Whisper large-v3-turbo (speech recognition)", 1_624_000_000,
+        "More accurate checking of takes, on hard text and Chinese; about 1.6 GB of GPU memory in fp16.",
+    ),
+    CatalogEntry(
+        "speaker", "microsoft/wavlm-base-plus-sv", "WavLM speaker verification", 405_000_000,
+        "Scores how close each take's voice is to the reference clip (x-vector cosine similarity).",
+    ),
+)
+
 LICENCE_NOTICE = (
     "Llasa and X-Codec2 weights are licensed CC-BY-NC-4.0: non-commercial use only, with attribution "
     "to HKUST Audio. Commercial use needs a separate licence from the authors."
@@ -66,7 +87,7 @@ CONSENT_NOTICE = (
 
 def catalog_entry(key_or_repo: str) -> CatalogEntry | None:
     """The catalog entry with this key ("1B") or repo id, or None."""
-    return next((e for e in CATALOG if key_or_repo in (e.key, e.repo_id)), None)
+    return next((e for e in CATALOG + VERIFIER_CATALOG if key_or_repo in (e.key, e.repo_id)), None)
 
 
 def _is_complete(folder: Path) -> bool:
