@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal, Slot
@@ -29,6 +30,9 @@ class EngineBridge(QObject):
     exported = Signal(object)  # engine.session.Exported
     failed = Signal(object)  # engine.session.Failed
     cancelled = Signal(object)  # engine.session.Cancelled
+    project_created = Signal(object)  # engine.session.ProjectCreated
+    narration_progressed = Signal(object)  # engine.session.NarrationProgressed
+    narrated = Signal(object)  # engine.session.Narrated
     _event_arrived = Signal(object)  # engine thread -> GUI thread
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -46,6 +50,9 @@ class EngineBridge(QObject):
             session.Exported: self.exported,
             session.Failed: self.failed,
             session.Cancelled: self.cancelled,
+            session.ProjectCreated: self.project_created,
+            session.NarrationProgressed: self.narration_progressed,
+            session.Narrated: self.narrated,
         }
         self._event_arrived.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
         self._session = session.EngineSession(emit=self._event_arrived.emit)
@@ -82,6 +89,30 @@ class EngineBridge(QObject):
         """Write audio atomically; answered by exported or failed."""
         request_id = self._next_id()
         self._session.submit(self._session_module.ExportAudio(request_id, wave, path))
+        return request_id
+
+    def create_project(self, folder: Path, book, voice, settings, chapters: tuple[int, ...] | None = None) -> str:
+        """Plan a book (engine.book_import.Book) for a SavedVoice with NarrationSettings and write a new
+        project folder; answered by project_created or failed."""
+        request_id = self._next_id()
+        self._session.submit(self._session_module.CreateProject(request_id, Path(folder), book, voice, settings,
+                                                                chapters))
+        return request_id
+
+    def narrate(self, folder: Path, chapters: tuple[int, ...] | None = None,
+                segment_ids: tuple[str, ...] | None = None) -> str:
+        """Render a project's pending segments (of `chapters`, or just `segment_ids`); narration_progressed
+        while it runs, then narrated (result.cancelled after cancel()), or failed."""
+        request_id = self._next_id()
+        self._session.submit(self._session_module.Narrate(request_id, Path(folder), chapters, segment_ids))
+        return request_id
+
+    def export_project(self, folder: Path, dest: Path, fmt: str, per_chapter: bool = False) -> str:
+        """Export a project's selected chapters (fmt wav/flac/mp3/m4b; per_chapter: into the folder dest);
+        progress_changed (stage "export"), then exported or failed."""
+        request_id = self._next_id()
+        self._session.submit(self._session_module.ExportProject(request_id, Path(folder), Path(dest), fmt,
+                                                                per_chapter))
         return request_id
 
     def cancel(self) -> None:

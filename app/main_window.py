@@ -13,8 +13,7 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
-    QAbstractButton, QApplication, QComboBox, QDialog, QLabel, QMainWindow, QMessageBox, QSplitter,
-    QVBoxLayout, QWidget,
+    QDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget,
 )
 
 from app.menus import (
@@ -22,6 +21,7 @@ from app.menus import (
     droppable_files,
 )
 from app.player import PlayerWidget
+from app.project_window import ProjectWindows
 from app.resources import app_icon
 from app.script_view import ScriptView
 from app.settings import AppSettings, SettingsDialog
@@ -69,6 +69,7 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(900, 600)
         self.setAcceptDrops(True)
         self._build_widgets()
+        self.projects = ProjectWindows(self, lambda: self._models_ready)  # open narration project windows
         build_commands(self)
         self._build_status_bar()
         self._wire()
@@ -339,6 +340,8 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_failed(self, event) -> None:
         rid = event.request_id
+        if rid is not None and rid not in (self._generate_id, self._encode_id, self._export_id):
+            return  # another window's job (a narration project): that window shows it
         if rid is not None and rid == self._generate_id:
             self._generate_id = None
             self.player.end_stream()
@@ -401,24 +404,7 @@ class MainWindow(QMainWindow):
             self.script_view.set_idle()
             self.statusBar().showMessage(f"Saved {event.path}", 10_000)
 
-    # --- keyboard, editing, drag and drop -------------------------------------------------------
-    @Slot()
-    def play_shortcut(self) -> None:
-        """Space: play/pause, unless the focus is in the text editor or on a button/combo box."""
-        focus = QApplication.focusWidget()
-        if isinstance(focus, QAbstractButton):  # Space keeps pressing the focused button
-            focus.animateClick()
-        elif isinstance(focus, QComboBox):
-            focus.showPopup()
-        elif focus is not self.text_edit:
-            self.player.toggle_play()
-
-    def edit_focused(self, method: str) -> None:
-        """Edit menu: apply `method` (undo, copy, …) to the focused text field, else the editor."""
-        focus = QApplication.focusWidget()
-        target = focus if focus is not None and hasattr(focus, method) and hasattr(focus, "paste") else self.text_edit
-        getattr(target, method)()
-
+    # --- drag and drop ---------------------------------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt name)
         if droppable_files(event.mimeData()):
             event.acceptProposedAction()
@@ -442,6 +428,7 @@ class MainWindow(QMainWindow):
             self.bridge.cancel()
         self.player.stop()
         self.voice_panel.shutdown()  # a recording or clip playback must not outlive the window
+        self.projects.close_all()
         self._memory_timer.stop()
         self.settings.qsettings.setValue("window/geometry", self.saveGeometry())
         super().closeEvent(event)

@@ -8,7 +8,7 @@ from pathlib import Path
 import soundfile as sf
 from PySide6.QtCore import QMimeData, Qt, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QAbstractButton, QApplication, QComboBox, QFileDialog, QMainWindow, QMessageBox, QWidget
 
 from app.resources import app_icon
 from app.settings import logs_folder
@@ -64,13 +64,17 @@ def build_commands(window) -> None:
     w.generate_action = _action(w, "Generate", w.generate, [key("Ctrl+Return"), key("Ctrl+Enter")],
                                 "Speak the text in the chosen voice")
     w.stop_action = _action(w, "Stop", w.stop, key(Qt.Key.Key_Escape), "Stop generating")
-    w.play_action = _action(w, "Play / Pause", w.play_shortcut, key(Qt.Key.Key_Space), "Play or pause")
+    w.play_action = _action(w, "Play / Pause", lambda: play_shortcut(w), key(Qt.Key.Key_Space), "Play or pause")
     for action in (w.generate_action, w.stop_action, w.play_action):
         w.addAction(action)  # window-wide shortcuts
     w.open_text_action = _action(w, "Open text…", w.choose_text_file, key.StandardKey.Open, "Load a text file")
     w.import_voice_action = _action(w, "Import voice…", w.choose_voice_import, None,
                                     "Import an audio clip or a .llasavoice file")
     w.export_action = _action(w, "Export audio…", w.choose_export_path, key("Ctrl+E"), "Save the take")
+    w.new_project_action = _action(w, "New narration project…", w.projects.new_project, key("Ctrl+Shift+N"),
+                                   "Turn a book into an audiobook in a project folder")
+    w.open_project_action = _action(w, "Open narration project…", w.projects.choose_and_open, key("Ctrl+Shift+O"),
+                                    "Open a narration project folder")
     w.quit_action = _action(w, "Quit", w.close, key.StandardKey.Quit, "Quit Llasa Studio")
     w.models_action = _action(w, "Manage models…", w.open_models_dialog, None, "Download or pick models")
     w.preferences_action = _action(w, "Preferences…", w.open_preferences, key.StandardKey.Preferences,
@@ -78,7 +82,7 @@ def build_commands(window) -> None:
     w.logs_action = _action(w, "Show logs", open_logs_folder, None, "Open the log folder")
     w.about_action = _action(w, "About Llasa Studio", lambda: show_about(w), None, "Version and licences")
     w.edit_actions = {  # standard editing, applied to the focused text field
-        method: _action(w, text, lambda _=False, m=method: w.edit_focused(m), getattr(key.StandardKey, std))
+        method: _action(w, text, lambda _=False, m=method: edit_focused(w, m), getattr(key.StandardKey, std))
         for method, text, std in (("undo", "Undo", "Undo"), ("redo", "Redo", "Redo"), ("cut", "Cut", "Cut"),
                                   ("copy", "Copy", "Copy"), ("paste", "Paste", "Paste"),
                                   ("selectAll", "Select all", "SelectAll"))
@@ -87,6 +91,8 @@ def build_commands(window) -> None:
     bar = w.menuBar()
     file_menu = bar.addMenu("&File")
     file_menu.addActions([w.open_text_action, w.import_voice_action, w.export_action])
+    file_menu.addSeparator()
+    file_menu.addActions([w.new_project_action, w.open_project_action])
     file_menu.addSeparator()
     file_menu.addAction(w.quit_action)
     edit_menu = bar.addMenu("&Edit")
@@ -97,6 +103,24 @@ def build_commands(window) -> None:
     bar.addMenu("&Models").addAction(w.models_action)
     bar.addMenu("&Settings").addAction(w.preferences_action)
     bar.addMenu("&Help").addActions([w.logs_action, w.about_action])
+
+
+def play_shortcut(window) -> None:
+    """Space: play/pause, unless the focus is in the text editor or on a button/combo box."""
+    focus = QApplication.focusWidget()
+    if isinstance(focus, QAbstractButton):  # Space keeps pressing the focused button
+        focus.animateClick()
+    elif isinstance(focus, QComboBox):
+        focus.showPopup()
+    elif focus is not window.text_edit:
+        window.player.toggle_play()
+
+
+def edit_focused(window, method: str) -> None:
+    """Edit menu: apply `method` (undo, copy, …) to the focused text field, else the window's editor."""
+    focus = QApplication.focusWidget()
+    target = focus if focus is not None and hasattr(focus, method) and hasattr(focus, "paste") else window.text_edit
+    getattr(target, method)()
 
 
 def ask_text_file(parent: QWidget) -> str:

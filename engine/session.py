@@ -4,7 +4,9 @@ Jobs go in through `EngineSession.submit`; immutable events come out through the
 called on the engine thread (the GUI's bridge re-emits them as Qt signals). torch is imported on the
 engine thread only, so importing this module is cheap. Every job ends with exactly one final event:
 ModelsLoaded / VoiceEncoded / Generated / Exported, Failed (with a message a user can read) or
-Cancelled (and nothing else after it).
+Cancelled (and nothing else after it). Narration-project jobs (CreateProject, Narrate, ExportProject
+and their events ProjectCreated, NarrationProgressed, Narrated) live in engine.project_jobs and are
+re-exported here; they load the project's models first when others are loaded.
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ import numpy as np
 from engine.audio import SAMPLE_RATE
 from engine.config import ModelChoice, SamplingParams
 from engine.errors import CancelledError, EngineError, InputTextError, ReferenceAudioError
+from engine.project_jobs import (  # noqa: F401 (re-exported: the session's job and event types)
+    PROJECT_JOBS, CreateProject, ExportProject, Narrate, Narrated, NarrationProgressed, ProjectCreated,
+    run_project_job,
+)
 
 if TYPE_CHECKING:
     from engine.synth import Synthesizer, Voice
@@ -138,21 +144,24 @@ class EngineSession:
         self._running_cancel: threading.Event | None = None  # the running job's cancel flag
         self._stopping = False
         self._synth: Synthesizer | None = None  # touched on the engine thread only
+        self._choice: ModelChoice | None = None  # what self._synth was loaded with (engine thread only)
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, job: object) -> None:
-        """Queue a job (LoadModels, EncodeVoice, Generate or ExportAudio); returns at once."""
+        """Queue a job (LoadModels, EncodeVoice, Generate, ExportAudio or a project job); returns at once."""
         if self._stopping:
             raise RuntimeError("the engine session is shut down")
         with self._lock:
             self._queue.put((job, self._epoch))
 
     def cancel(self) -> None:
-        """Stop the running job at its next check (every token when generating); drop queued Generates.
+        """Stop the running job at its next check (every token when generating); drop queued Generates
+        and Narrates.
 
-        The running job and each dropped one emit Cancelled. Queued loads, encodes and exports still run.
+        The running job and each dropped one emit Cancelled, except a running Narrate: it ends with
+        Narrated(result.cancelled=True), its finished takes kept. Queued loads, encodes and exports still run.
         """
         with self._lock:
             self._epoch += 1
@@ -189,7 +198,7 @@ class EngineSession:
             job, epoch = item
             request_id = getattr(job, "request_id", None)
             with self._lock:
-                if isinstance(job, Generate) and epoch < self._epoch:
+                if isinstance(job, (Generate, Narrate)) and epoch < self._epoch:
                     cancel = None
                 else:
                     cancel = self._running_cancel = threading.Event()
@@ -223,6 +232,8 @@ class EngineSession:
 
             write_audio(job.path, job.wave)
             self._emit(Exported(job.request_id, Path(job.path)))
+        elif isinstance(job, PROJECT_JOBS):
+            run_project_job(job, self._models_for, self._emit, cancel)
         else:
             raise TypeError(f"unknown engine job {job!r}")
 
@@ -231,21 +242,29 @@ class EngineSession:
             raise EngineError("Models are not loaded yet: choose a model in Models… and wait until it has loaded.")
         return self._synth
 
-    def _load(self, job: LoadModels) -> None:
+    def _models_for(self, settings, request_id: str) -> "Synthesizer":
+        """The models a project (engine.project.NarrationSettings) is narrated with, loaded first
+        (ModelsLoaded, Progress with this request id) when none or others are loaded."""
+        wanted = settings.model_choice(self._choice.device if self._choice else "auto")
+        if self._synth is None or self._choice != wanted:
+            self._load(LoadModels(wanted), request_id)
+        return self._models()
+
+    def _load(self, job: LoadModels, request_id: str | None = None) -> None:
         import torch
 
         from engine.synth import Synthesizer
 
-        self._emit(Progress(None, "load", 0, 1))
+        self._emit(Progress(request_id, "load", 0, 1))
         if self._synth is not None:  # free the old models before loading new ones
-            self._synth = None
+            self._synth, self._choice = None, None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         synth = Synthesizer.load(job.choice)
-        self._synth = synth
+        self._synth, self._choice = synth, job.choice
         device = synth.lm.device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-        self._emit(Progress(None, "load", 1, 1))
+        self._emit(Progress(request_id, "load", 1, 1))
         self._emit(ModelsLoaded(name, str(job.choice.lm), synth.lm.quantization, tuple(synth.notices)))
 
     def _encode(self, job: EncodeVoice) -> None:

@@ -6,6 +6,7 @@ and voice library, so nothing of the user's is touched. It saves:
   main_window.png            after one voice was saved and one take generated
   voice_panel_recording.png  the voice panel mid-recording (an espeak-ng clip plays into the sink)
   models_dialog.png          the Models dialog
+  project_window.png         a narration project with its first chapter narrated
 Needs the test tools (scripts/test.sh installs them) plus, on Debian/Ubuntu, Xvfb and the X libraries
 Qt's xcb plugin loads: apt-get install xvfb libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
 libxcb-render-util0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0.
@@ -109,10 +110,37 @@ def take_screenshots(out: Path, work: Path) -> list[Path]:
         paths.append(out / "models_dialog.png")
         dialog.grab().save(str(paths[-1]))
         dialog.close()
+        paths.append(_project_shot(out, work, window, settings))
         window.close()
         bridge.shutdown(5.0)
         app.quit()
     return paths
+
+
+def _project_shot(out: Path, work: Path, window, settings) -> Path:
+    """A two-chapter book narrated up to the end of chapter one, its second segment selected."""
+    from app.new_project_dialog import narration_settings
+    from engine.book_import import import_book
+
+    book = work / "The Clock Book.txt"
+    book.write_text("Chapter One\n\nIt was a bright cold day in April.\n\nThe clocks were striking thirteen.\n\n"
+                    "Chapter Two\n\nA second chapter begins here.\n\nIt ends soon after.\n", encoding="utf-8")
+    voice = window.library.list()[0]
+    window.bridge.create_project(work / "project", import_book(book), voice, narration_settings(settings), (0,))
+    _wait(window.bridge.project_created)
+    shot = window.projects.open_folder(work / "project")
+    shot.resize(1100, 680)
+    shot.narrate()
+    _wait(window.bridge.narrated)
+    shot.project.select_chapters([0, 1])
+    shot.refresh()
+    shot.segment_table.select_segment(shot.project.chapters[0].segments[1].id)
+    shot.play_selected()
+    _pause(500)
+    path = out / "project_window.png"
+    shot.grab().save(str(path))
+    shot.close()
+    return path
 
 
 def main() -> int:

@@ -1,0 +1,183 @@
+"""Narration-project jobs for the engine thread (engine.session runs them): create, narrate, export.
+
+The engine thread opens the project from disk for every job, so the GUI's own NarrationProject
+(for display and edits) and the engine's never share state; the engine only writes takes, never
+project.json. A job first makes sure the project's models are loaded (engine.session passes
+`models_for`). Cancel: a running Narrate stops within a token, keeps every finished take and ends
+with Narrated(result.cancelled=True); an export ends with Cancelled (engine.session).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.book_import import Book
+from engine.errors import ProjectError
+from engine.narration import NarrationProgress, NarrationResult
+from engine.project import DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings
+from engine.voices import SavedVoice
+
+if TYPE_CHECKING:
+    from engine.synth import Synthesizer
+
+PROGRESS_INTERVAL_S = 0.25  # s: at most this often a NarrationProgressed while a segment is rendered
+
+
+# ---- jobs (GUI -> engine) ----
+@dataclass(frozen=True)
+class CreateProject:
+    """Plan `book` for `voice` on the project's models and write a new project into `folder`;
+    answered by ProjectCreated. `chapters` (0-based) are the selected ones, None = all."""
+
+    request_id: str
+    folder: Path
+    book: Book
+    voice: SavedVoice
+    settings: NarrationSettings
+    chapters: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Narrate:
+    """Render the pending segments of `chapters` (0-based; None = the selected ones), or with
+    `segment_ids` the pending ones of just those segments (regenerate). NarrationProgressed events,
+    then Narrated."""
+
+    request_id: str
+    folder: Path
+    chapters: tuple[int, ...] | None = None
+    segment_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ExportProject:
+    """Export the selected chapters' chosen takes (engine.narration.export_project): one file at
+    `dest`, or with `per_chapter` one file per chapter in the folder `dest`. Progress(stage "export")
+    events, then Exported(request_id, dest)."""
+
+    request_id: str
+    folder: Path
+    dest: Path
+    fmt: str  # "wav" | "flac" | "mp3" | "m4b"
+    per_chapter: bool = False
+
+
+# ---- events (engine -> GUI) ----
+@dataclass(frozen=True)
+class ProjectCreated:
+    request_id: str
+    folder: Path
+
+
+@dataclass(frozen=True)
+class NarrationProgressed:
+    """Sent when a run starts, when a segment finishes, and at most every PROGRESS_INTERVAL_S between."""
+
+    request_id: str
+    progress: NarrationProgress
+
+
+@dataclass(frozen=True)
+class Narrated:
+    request_id: str
+    result: NarrationResult  # result.cancelled: stopped by EngineSession.cancel (finished takes kept)
+
+
+PROJECT_JOBS = (CreateProject, Narrate, ExportProject)
+ModelsFor = Callable[[NarrationSettings, str], "Synthesizer"]
+
+
+def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object], None],
+                    cancel: threading.Event) -> None:
+    """Run one of PROJECT_JOBS on the engine thread; EngineError/CancelledError propagate to the session."""
+    if isinstance(job, CreateProject):
+        from engine.narration import create_project, segment_budget
+
+        synth = models_for(job.settings, job.request_id)
+        max_tokens, rate = segment_budget(synth, job.voice.codes, job.voice.transcript)
+        create_project(Path(job.folder), job.book, job.voice, job.settings, max_tokens=max_tokens,
+                       tokens_per_char=rate, chapters=job.chapters)
+        emit(ProjectCreated(job.request_id, Path(job.folder)))
+    elif isinstance(job, Narrate):
+        from engine.narration import narrate
+
+        project = NarrationProject.open(Path(job.folder))
+        synth = models_for(project.settings, job.request_id)
+        report = _throttled(lambda p: emit(NarrationProgressed(job.request_id, p)))
+        if job.segment_ids is not None:
+            result = _render_segments(project, synth, job.segment_ids, report, cancel)
+        else:
+            chapters = list(job.chapters) if job.chapters is not None else None
+            result = narrate(project, synth, chapters=chapters, on_progress=report, cancel=cancel)
+        emit(Narrated(job.request_id, result))
+    elif isinstance(job, ExportProject):
+        from engine.narration import export_project
+        from engine.session import Exported, Progress
+
+        project = NarrationProject.open(Path(job.folder))
+        export_project(project, Path(job.dest), job.fmt, per_chapter=job.per_chapter, cancel=cancel,
+                       on_progress=lambda done, total: emit(Progress(job.request_id, "export", done, total)))
+        emit(Exported(job.request_id, Path(job.dest)))
+    else:
+        raise TypeError(f"not a project job: {job!r}")
+
+
+def _throttled(send: Callable[[NarrationProgress], None]) -> Callable[[NarrationProgress], None]:
+    """Pass on the start, every finished segment, and token progress at most every PROGRESS_INTERVAL_S."""
+    last = [-1e9]
+
+    def on_progress(progress: NarrationProgress) -> None:
+        now = time.monotonic()
+        boundary = progress.segment_id is None or progress.status != PENDING
+        if boundary or now - last[0] >= PROGRESS_INTERVAL_S:
+            last[0] = now
+            send(progress)
+
+    return on_progress
+
+
+def _render_segments(project: NarrationProject, synth: "Synthesizer", ids: tuple[str, ...],
+                     report: Callable[[NarrationProgress], None], cancel: threading.Event) -> NarrationResult:
+    """Render the pending ones of these segments in the given order (as engine.narration.narrate does)."""
+    from engine.errors import CancelledError
+    from engine.narration import render_segment
+
+    scope = []
+    for segment_id in dict.fromkeys(ids):
+        try:
+            ci, si = project.segment(segment_id)
+        except KeyError:
+            raise ProjectError(f"Segment {segment_id} is not in {project.folder}; reopen the project.") from None
+        scope.append(project.chapters[ci].segments[si])
+    todo = [s for s in scope if project.status(s) == PENDING]
+    voice = project.voice.to_voice()
+    finished, rendered, cancelled = len(scope) - len(todo), 0, False
+    audio_s = sum(r.duration_s for s in scope if (r := project.record(s)) is not None)
+    start = time.monotonic()
+
+    def eta() -> float | None:
+        return (time.monotonic() - start) / rendered * (len(todo) - rendered) if rendered else None
+
+    report(NarrationProgress(finished, len(scope), audio_s, None))
+    for segment in todo:
+        if cancel.is_set():
+            cancelled = True
+            break
+
+        def on_tokens(done: int, budget: int, segment=segment) -> None:
+            report(NarrationProgress(finished, len(scope), audio_s, eta(), segment.id, PENDING, done))
+
+        try:
+            record = render_segment(project, synth, segment.id, cancel=cancel, on_tokens=on_tokens, voice=voice)
+        except CancelledError:
+            cancelled = True
+            break
+        rendered, finished, audio_s = rendered + 1, finished + 1, audio_s + record.duration_s
+        report(NarrationProgress(finished, len(scope), audio_s, eta(), segment.id, record.status))
+    statuses = [project.status(s) for s in scope]
+    return NarrationResult(rendered, len(scope), statuses.count(DONE), statuses.count(NEEDS_CHECK),
+                           statuses.count(FAILED), audio_s, cancelled)

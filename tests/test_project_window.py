@@ -1,0 +1,188 @@
+"""The narration project window with the real bridge, engine thread and tiny models: create a project
+through the dialog, narrate, play, edit, regenerate, choose takes, stop, export, errors."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtWidgets import QAbstractButton, QComboBox, QLineEdit, QPlainTextEdit  # noqa: E402
+
+from app.bridge import EngineBridge  # noqa: E402
+from app.main_window import MainWindow  # noqa: E402
+from app.settings import AppSettings  # noqa: E402
+from engine.project import NarrationProject  # noqa: E402
+from engine.voices import VoiceLibrary  # noqa: E402
+
+WAIT_MS = 300_000  # only guards against a hang; nothing is timed
+# A 2 s reference with a long transcript: a low speaking rate keeps the tiny LM's capped takes short.
+TRANSCRIPT = "The quick brown fox jumps over the lazy dog, near the quiet river bank. " * 4
+BOOK = ("Chapter One\n\nIt was a bright cold day.\n\nThe clocks were striking.\n\n"
+        "Chapter Two\n\nA second chapter begins here.\n\nIt ends soon after.\n")
+
+
+@pytest.fixture
+def main(qtbot, tmp_path, tiny_models):
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    settings.voices_folder, settings.device = tmp_path / "voices", "cpu"
+    settings.lm, settings.codec, settings.seed = str(tiny_models["lm"]), str(tiny_models["codec"]), 5
+    bridge = EngineBridge()
+    library = VoiceLibrary(settings.voices_folder)
+    codes = np.random.default_rng(0).integers(0, 65536, 100)
+    library.add("Narrator", np.zeros(32000, np.float32), TRANSCRIPT, codes, "tiny")
+    window = MainWindow(bridge, settings, library)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(bridge.models_loaded, timeout=WAIT_MS):
+        window.load_models()
+    yield window
+    window.close()
+    assert bridge.shutdown(10.0)
+
+
+def create_through_dialog(qtbot, main, tmp_path, book_text=BOOK):
+    book = tmp_path / "my_book.txt"
+    book.write_text(book_text, encoding="utf-8")
+    main.new_project_action.trigger()
+    dialog = main.projects.dialog
+    assert dialog.load_book(book) and dialog.chapter_list.count() == 2
+    assert dialog.title_edit.text() == "my book" and dialog.folder_edit.text().endswith("my book")
+    dialog.title_edit.selectAll()
+    qtbot.keyClicks(dialog.title_edit, "The Clock Book")
+    assert dialog.folder_edit.text().endswith("The Clock Book")  # the folder follows the title
+    dialog.folder_edit.selectAll()
+    qtbot.keyClicks(dialog.folder_edit, str(tmp_path / "project"))
+    qtbot.keyClicks(dialog.author_edit, "A. Writer")
+    assert dialog.voice_combo.currentText() == "Narrator"
+    with qtbot.waitSignal(dialog.created, timeout=WAIT_MS):
+        qtbot.mouseClick(dialog.create_button, Qt.MouseButton.LeftButton)
+    assert not dialog.isVisible() and len(main.projects.windows) == 1
+    return main.projects.windows[-1]
+
+
+def narrate(qtbot, window, button=None):
+    with qtbot.waitSignal(window.bridge.narrated, timeout=WAIT_MS):
+        qtbot.mouseClick(button or window.narrate_button, Qt.MouseButton.LeftButton)
+    return window.last_result
+
+
+def take_files(window) -> set[str]:
+    return {p.name for p in (window.project.folder / "takes").iterdir()}
+
+
+@pytest.mark.slow
+def test_create_narrate_play_edit_regenerate_choose_and_export(qtbot, main, tmp_path):
+    window = create_through_dialog(qtbot, main, tmp_path)
+    project = window.project
+    assert window.windowTitle().startswith("The Clock Book") and project.author == "A. Writer"
+    assert [window.chapter_list.item(i).text() for i in range(2)] == ["Chapter One — 0/3", "Chapter Two — 0/3"]
+    assert window.progress_label.text().startswith("0/6 segments")
+    controls = [w for cls in (QAbstractButton, QComboBox, QLineEdit, QPlainTextEdit) for w in window.findChildren(cls)
+                if w.isVisibleTo(window) and not isinstance(w.parent(), QComboBox)]
+    assert [type(w).__name__ for w in controls if not w.accessibleName()] == []
+
+    result = narrate(qtbot, window)
+    assert (result.rendered, result.total, result.cancelled) == (6, 6, False)
+    assert window.progress_label.text().startswith("6/6 segments")
+    assert window.progress_bar.value() == window.progress_bar.maximum() == 6
+    table = window.segment_table
+    # The tiny random LM never says the end token: every take stops at its cap ("needs check").
+    assert [table.status_text(s.id) for s in project.chapters[0].segments] == ["needs check"] * 3
+    assert window.chapter_list.item(1).text() == "Chapter Two — 3/3" and window.narrate_button.isEnabled()
+
+    second = project.chapters[0].segments[1]
+    table.select_segment(second.id)
+    assert window.text_editor.toPlainText() == "It was a bright cold day."
+    window.play_selected()
+    assert len(window.player.audio()) == project.record(second).codes * 320
+
+    before = take_files(window)
+    window.text_editor.setPlainText("Dr. Smith paid $5.")
+    qtbot.mouseClick(window.save_text_button, Qt.MouseButton.LeftButton)
+    assert [table.status_text(s.id) for s in project.chapters[0].segments] == ["needs check", "pending", "needs check"]
+    assert window.text_editor.toPlainText() == "Doctor Smith paid five dollars."
+    assert window.progress_label.text().startswith("5/6 segments")
+    result = narrate(qtbot, window)
+    assert result.rendered == 1 and len(take_files(window) - before) == 2  # exactly one take (.flac + .json)
+    assert table.status_text(second.id) == "needs check"
+
+    window.text_editor.setPlainText("word " * 3000)
+    qtbot.mouseClick(window.save_text_button, Qt.MouseButton.LeftButton)
+    assert "too long" in window.last_message.text() and table.status_text(second.id) == "needs check"
+
+    first_take = project.record(project.chapters[0].segments[1])
+    result = narrate(qtbot, window, window.regenerate_button)
+    segment = project.chapters[0].segments[1]
+    assert result.rendered == 1 and (segment.takes, segment.chosen) == (2, 1)
+    assert window.take_combo.count() == 2 and window.take_combo.currentIndex() == 1
+    assert table.item(1, 4).text() == "2/2" and project.record(segment).seed != first_take.seed
+    window.take_combo.setFocus()
+    qtbot.keyClick(window.take_combo, Qt.Key.Key_Up)  # back to take 1
+    segment = project.chapters[0].segments[1]
+    assert segment.chosen == 0 and table.item(1, 4).text() == "1/2"
+    assert NarrationProject.open(project.folder).chapters[0].segments[1].chosen == 0  # saved
+    window.play_selected()
+    assert len(window.player.audio()) == first_take.codes * 320
+
+    with qtbot.waitSignal(window.bridge.exported, timeout=WAIT_MS):
+        window.export_to(tmp_path / "book.m4b", "m4b")
+    assert (tmp_path / "book.m4b").stat().st_size > 0
+    (tmp_path / "chapters").mkdir()
+    with qtbot.waitSignal(window.bridge.exported, timeout=WAIT_MS):
+        window.export_to(tmp_path / "chapters", "flac", per_chapter=True)
+    assert sorted(p.name for p in (tmp_path / "chapters").iterdir()) == ["01 - Chapter One.flac",
+                                                                         "02 - Chapter Two.flac"]
+    assert main.last_message is None
+    main.close()
+    assert main.projects.windows == []  # quitting closes the project windows
+
+
+@pytest.mark.slow
+def test_stop_keeps_finished_takes_and_project_failures_stay_in_their_window(qtbot, main, tmp_path):
+    long_book = BOOK + "\n\n" + "\n\n".join(f"Paragraph number {n} of the last part." for n in range(1, 9))
+    window = create_through_dialog(qtbot, main, tmp_path, long_book)
+    total = sum(1 for _ in window.project.segments())
+    assert total == 14
+
+    def stop_after_first(event):
+        if event.progress.status not in (None, "pending") and window.stop_button.isEnabled():
+            qtbot.mouseClick(window.stop_button, Qt.MouseButton.LeftButton)
+
+    main.bridge.narration_progressed.connect(stop_after_first)
+    result = narrate(qtbot, window)
+    main.bridge.narration_progressed.disconnect(stop_after_first)
+    assert result.cancelled and 1 <= result.rendered < total
+    assert window.progress_label.text().startswith(f"{result.rendered}/{total} segments")
+    assert not window.stop_button.isEnabled() and window.narrate_button.isEnabled()
+    reopened = NarrationProject.open(window.project.folder)
+    finished = [s.id for _, s in reopened.segments() if reopened.status(s) != "pending"]
+    assert finished == [s.id for _, s in reopened.segments()][:result.rendered]
+
+    with qtbot.waitSignal(main.bridge.failed, timeout=WAIT_MS):  # pending segments: the engine refuses
+        window.export_to(tmp_path / "book.flac", "flac")
+    assert "not rendered yet" in window.last_message.text()
+    assert main.last_message is None and window.export_button.isEnabled()
+
+    assert main.projects.open_folder(window.project.folder) is window  # already open: raised, not doubled
+    assert main.projects.open_folder(tmp_path) is None and "not a narration project" in main.last_message.text()
+
+
+def test_new_project_needs_loaded_models(qtbot, tmp_path):
+    from app.new_project_dialog import NewProjectDialog
+
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    bridge = EngineBridge()
+    try:
+        dialog = NewProjectDialog(bridge, VoiceLibrary(tmp_path / "voices"), settings, models_ready=False)
+        qtbot.addWidget(dialog)
+        assert "Load the models first" in dialog.status_label.text()
+        (tmp_path / "b.epub").write_bytes(b"not a zip")
+        assert not dialog.load_book(tmp_path / "b.epub") and "b.epub" in dialog.last_message.text()
+        dialog.accept()
+        assert "Load the models first" in dialog.last_message.text() and dialog.result() == 0
+    finally:
+        assert bridge.shutdown(10.0)
