@@ -58,8 +58,9 @@ CATALOG: tuple[CatalogEntry, ...] = (
 # listings: whisper-large-v3-turbo's model.safetensors 1.62 GB + 4.1 MB of json (tokenizer.json 2.71 MB,
 # vocab.json 1.04 MB, tokenizer_config.json 283 kB, ...); whisper-small's model.safetensors 967 MB + about
 # 3.9 MB of json (estimated from memory of its listing, not re-checked). microsoft/wavlm-base-plus-sv has
-# only a pickle (pytorch_model.bin, 405 MB) on its main branch: the download fetches its config files,
-# and engine.verify refuses the folder until a safetensors copy (about the same size) is placed in it.
+# only a pickle (pytorch_model.bin, 405 MB): ALLOW_PATTERNS never fetches pickles, so the app does not
+# offer the verifiers for download; `hf download` gets them, and engine.verify loads that one pickle
+# weights-only (see engine.verify.WEIGHTS_ONLY_PICKLE).
 VERIFIER_CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         "asr", "openai/whisper-small", "Whisper small (speech recognition)", 971_000_000,

@@ -150,8 +150,15 @@ class Scorer(Protocol):
 
 # ---------------------------------------------------------------- loading
 
-def _load_folder(model: str | Path, what: str, model_type: str) -> Path:
-    """Resolve a local folder or cached hub id and check it holds a safetensors `model_type` model."""
+# The default speaker model (microsoft/wavlm-base-plus-sv) is published as a pickle only. For it we
+# accept pytorch_model.bin, loaded by transformers with torch.load(weights_only=True): that unpickler
+# rebuilds tensors and plain containers only and refuses anything that would run code.
+WEIGHTS_ONLY_PICKLE = "pytorch_model.bin"
+
+
+def check_verifier_folder(model: str | Path, what: str, model_type: str, *, allow_pickle: bool = False) -> Path:
+    """Resolve a local folder or cached hub id and check it holds a `model_type` model in safetensors
+    (or, with allow_pickle, a pytorch_model.bin that is loaded weights-only). Loads no weights."""
     from engine.models import _raise_no_safetensors, _read_config, resolve_model
 
     folder = resolve_model(model, what)
@@ -160,9 +167,13 @@ def _load_folder(model: str | Path, what: str, model_type: str) -> Path:
         raise ModelFormatError(
             f"{what} folder {folder} holds a {config.get('model_type', 'unknown')!r} model; expected {model_type!r}."
         )
-    if not any(folder.glob("*.safetensors")):
+    if not any(folder.glob("*.safetensors")) and not (allow_pickle and (folder / WEIGHTS_ONLY_PICKLE).is_file()):
         _raise_no_safetensors(folder, what)
     return folder
+
+
+def _load_error(what: str, folder: Path, error: BaseException) -> ModelFormatError:
+    return ModelFormatError(f"Cannot load the {what} from {folder}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
 
 
 def _device(device: str):
@@ -197,15 +208,17 @@ class WhisperASR:
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        folder = _load_folder(model, "Whisper ASR", "whisper")
+        from safetensors import SafetensorError
+
+        folder = check_verifier_folder(model, "Whisper ASR", "whisper")
         self.device, self.batch_size = _device(device), batch_size
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         try:
             self.processor = WhisperProcessor.from_pretrained(folder, local_files_only=True)
             self.model = WhisperForConditionalGeneration.from_pretrained(
                 folder, dtype=dtype, use_safetensors=True, local_files_only=True).to(self.device).eval()
-        except (OSError, ValueError, KeyError) as error:
-            raise ModelFormatError(f"Cannot load the Whisper ASR from {folder}: {str(error).splitlines()[0]}") from error
+        except (OSError, ValueError, KeyError, SafetensorError) as error:
+            raise _load_error("Whisper ASR", folder, error) from error
         self.max_tokens = int(self.model.config.max_target_positions) - 8  # room for the task prefix
 
     def transcribe(self, wave16k: np.ndarray, language: str | None = None) -> str:
@@ -263,14 +276,19 @@ class SpeakerVerifier:
     def __init__(self, model: str | Path = DEFAULT_SPEAKER, *, device: str = "auto") -> None:
         from transformers import AutoFeatureExtractor, WavLMForXVector
 
-        folder = _load_folder(model, "Speaker model", "wavlm")
+        import pickle
+
+        from safetensors import SafetensorError
+
+        folder = check_verifier_folder(model, "Speaker model", "wavlm", allow_pickle=True)
         self.device = _device(device)
+        safetensors = any(folder.glob("*.safetensors"))
         try:
             self.extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
-            self.model = WavLMForXVector.from_pretrained(
-                folder, use_safetensors=True, local_files_only=True).to(self.device).eval()
-        except (OSError, ValueError, KeyError) as error:
-            raise ModelFormatError(f"Cannot load the speaker model from {folder}: {str(error).splitlines()[0]}") from error
+            self.model = WavLMForXVector.from_pretrained(  # a pickle is loaded weights_only (see WEIGHTS_ONLY_PICKLE)
+                folder, use_safetensors=safetensors, local_files_only=True).to(self.device).eval()
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError) as error:
+            raise _load_error("speaker model", folder, error) from error
         self._reference: tuple[bytes, np.ndarray] | None = None  # last reference and its x-vector
 
     def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:

@@ -137,14 +137,46 @@ def test_speaker_similarity_is_cosine_of_xvectors(tiny_verifiers, speech_clip_16
 def test_verifier_folders_are_checked(tiny_verifiers, tmp_path):
     with pytest.raises(ModelFormatError, match="expected 'whisper'"):
         WhisperASR(tiny_verifiers[1], device="cpu")
-    pickle_only = tmp_path / "wavlm-pickle"
-    pickle_only.mkdir()
-    (pickle_only / "config.json").write_text(json.dumps({"model_type": "wavlm"}))
-    (pickle_only / "pytorch_model.bin").write_bytes(b"x")
-    with pytest.raises(ModelFormatError, match="pickle"):
-        SpeakerVerifier(pickle_only, device="cpu")
+    whisper_pickle = tmp_path / "whisper-pickle"
+    whisper_pickle.mkdir()
+    (whisper_pickle / "config.json").write_text(json.dumps({"model_type": "whisper"}))
+    (whisper_pickle / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(ModelFormatError, match="pickle"):  # only the speaker model may come as a pickle
+        WhisperASR(whisper_pickle, device="cpu")
     with pytest.raises(ModelNotFoundError, match="not downloaded"):
         Verifiers.load("someone/not-a-cached-whisper", None, device="cpu")
+
+
+class _RunsCode:
+    """A pickle payload that would create a file when unpickled by a full unpickler."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_speaker_model_published_as_pickle_loads_weights_only(tiny_verifiers, speech_clip_16k, tmp_path):
+    """microsoft/wavlm-base-plus-sv ships pytorch_model.bin only: the same weights as a pickle give the
+    same x-vectors, and a pickle that would run code is refused (torch.load weights_only) without running it."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "wavlm-bin"
+    shutil.copytree(tiny_verifiers[1], folder)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    speech, _ = speech_clip_16k
+    expected = SpeakerVerifier(tiny_verifiers[1], device="cpu").embed([speech])
+    assert np.allclose(SpeakerVerifier(folder, device="cpu").embed([speech]), expected, atol=1e-6)
+
+    marker = tmp_path / "code-ran"
+    torch.save({"weights": _RunsCode(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelFormatError, match="Cannot load the speaker model"):
+        SpeakerVerifier(folder, device="cpu")
+    assert not marker.exists()
 
 
 def test_unknown_language_is_refused(tiny_verifiers):
