@@ -28,6 +28,7 @@ class EngineBridge(QObject):
     chunk_ready = Signal(object)  # engine.session.AudioChunk
     generated = Signal(object)  # engine.session.Generated
     exported = Signal(object)  # engine.session.Exported
+    transcribed = Signal(object)  # engine.session.Transcribed
     failed = Signal(object)  # engine.session.Failed
     cancelled = Signal(object)  # engine.session.Cancelled
     project_created = Signal(object)  # engine.session.ProjectCreated
@@ -48,6 +49,7 @@ class EngineBridge(QObject):
             session.AudioChunk: self.chunk_ready,
             session.Generated: self.generated,
             session.Exported: self.exported,
+            session.Transcribed: self.transcribed,
             session.Failed: self.failed,
             session.Cancelled: self.cancelled,
             session.ProjectCreated: self.project_created,
@@ -83,6 +85,12 @@ class EngineBridge(QObject):
         """Speak text in voice (engine.synth.Voice or None); chunk_ready while it runs, then generated."""
         request_id = self._next_id()
         self._session.submit(self._session_module.Generate(request_id, text, voice, params))
+        return request_id
+
+    def transcribe(self, samples: np.ndarray, model: str, language: str | None = None) -> str:
+        """Write down what a 16 kHz clip says with the Whisper `model`; answered by transcribed or failed."""
+        request_id = self._next_id()
+        self._session.submit(self._session_module.Transcribe(request_id, samples, language, model))
         return request_id
 
     def export(self, wave: np.ndarray, path: str) -> str:

@@ -24,6 +24,7 @@ from app.player import PlayerWidget
 from app.project_window import ProjectWindows
 from app.resources import app_icon
 from app.script_view import ScriptView
+from app.transcription import AutoTranscriber
 from app.settings import AppSettings, SettingsDialog
 from app.voice_panel import VoicePanel
 from engine import audio
@@ -73,6 +74,7 @@ class MainWindow(QMainWindow):
         build_commands(self)
         self._build_status_bar()
         self._wire()
+        self.transcriber = AutoTranscriber(self.voice_panel, bridge, settings, self.show_error, self)
         self._memory_timer = QTimer(self)
         self._memory_timer.setInterval(MEMORY_POLL_MS)
         self._memory_timer.timeout.connect(self._poll_memory)
@@ -248,6 +250,7 @@ class MainWindow(QMainWindow):
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return
         self.player.set_output_device(self.settings.output_device)
+        self.transcriber.refresh()
         if self.settings.to_model_choice() != before and (self._models_ready or self._loading):
             self.load_models()
 

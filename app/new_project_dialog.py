@@ -18,10 +18,16 @@ from app.voice_library_view import named, named_button, row
 from engine.book_import import BOOK_SUFFIXES, Book, import_book
 from engine.errors import EngineError
 from engine.project import NarrationSettings
+from engine.quality import verifier_problem
 from engine.voices import VoiceLibrary
 
 APP_TITLE = "Llasa Studio"
 EXPORT_FORMATS = {"m4b": "M4B audiobook (chapters)", "mp3": "MP3 (chapters)", "flac": "FLAC", "wav": "WAV"}
+QUALITY_CHOICES = {1: "Off (one take per segment)", 2: "2 takes, verifier-picked", 4: "4 takes, verifier-picked",
+                   8: "8 takes, verifier-picked"}
+QUALITY_NOTE = ("Quality mode renders several takes of every segment and keeps the one Whisper (and the WavLM "
+                "speaker model, when downloaded) judge best; it needs the Whisper model and takes longer. "
+                "Segments whose best take still has over 15 % of the words wrong are marked needs check.")
 BOOK_FILTER = f"Books ({' '.join('*' + s for s in BOOK_SUFFIXES)});;All files (*)"
 
 
@@ -40,12 +46,16 @@ def default_project_folder(title: str) -> Path:
     return Path(documents) / safe
 
 
-def narration_settings(settings) -> NarrationSettings:
-    """NarrationSettings from the app's model and sampling preferences (app.settings.AppSettings)."""
+def narration_settings(settings, candidates: int = 1) -> NarrationSettings:
+    """NarrationSettings from the app's model and sampling preferences (app.settings.AppSettings); with
+    candidates > 1 quality mode, verified by the settings' Whisper and, when it is on disk, speaker model."""
     seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+    quality = {} if candidates <= 1 else {
+        "candidates": candidates, "asr": settings.asr,
+        "speaker": settings.speaker if settings.speaker and not verifier_problem(settings.speaker, "speaker") else None}
     return NarrationSettings(lm=settings.lm, codec=settings.codec, quantization=settings.quantization,
                              temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
-                             repetition_penalty=settings.repetition_penalty, base_seed=seed)
+                             repetition_penalty=settings.repetition_penalty, base_seed=seed, **quality)
 
 
 def ask_export(parent: QWidget, title: str) -> tuple[Path, str, bool] | None:
@@ -105,6 +115,11 @@ class NewProjectDialog(QDialog):
         self.folder_edit = named(QLineEdit(), "Project folder", "A new or empty folder for the project")
         self.folder_edit.textEdited.connect(lambda _: setattr(self, "_folder_auto", False))
         self.folder_button = named_button("Browse…", "Choose the project folder", self.choose_folder)
+        self.quality_combo = named(QComboBox(), "Quality mode", "Takes per segment; the verifiers keep the best")
+        for candidates, text in QUALITY_CHOICES.items():
+            self.quality_combo.addItem(text, candidates)
+        self.quality_note = named(QLabel(QUALITY_NOTE), "About quality mode")
+        self.quality_note.setWordWrap(True)
         self.status_label = named(QLabel(), "Status")
         self.status_label.setWordWrap(True)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
@@ -121,6 +136,8 @@ class NewProjectDialog(QDialog):
         form.addRow("Chapters", self.chapter_list)
         form.addRow("Narrator", self.voice_combo)
         form.addRow("Folder", row((self.folder_edit, 1), self.folder_button))
+        form.addRow("Quality mode", self.quality_combo)
+        form.addRow(self.quality_note)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.status_label)
@@ -186,6 +203,8 @@ class NewProjectDialog(QDialog):
             return "Choose a narrator voice (save one in the main window first)."
         if not self.folder_edit.text().strip():
             return "Choose a folder for the project."
+        if self.quality_combo.currentData() > 1 and (problem := verifier_problem(self._settings.asr)):
+            return f"Quality mode needs a Whisper model: {problem} Or choose Quality mode: Off."
         return None
 
     # --- create ---------------------------------------------------------------------------------
@@ -198,7 +217,7 @@ class NewProjectDialog(QDialog):
             self.last_message = warn(self, problem)
             return
         try:
-            settings = narration_settings(self._settings)
+            settings = narration_settings(self._settings, self.quality_combo.currentData())
         except EngineError as error:
             self.last_message = warn(self, str(error))
             return

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
 
 from app.new_project_dialog import NewProjectDialog, ask_export, warn
 from app.player import PlayerWidget
-from app.segment_table import STATUS_TEXT, SegmentTable
+from app.segment_table import STATUS_TEXT, SegmentTable, score_tip
 from app.voice_library_view import named, named_button, row
 from engine.errors import EngineError
 from engine.project import PENDING, NarrationProject, Segment
@@ -64,6 +64,8 @@ class ProjectWindow(QMainWindow):
                                               self.regenerate_selected)
         self.take_combo = named(QComboBox(), "Take", "The take that is played and exported")
         self.take_combo.activated.connect(self.choose_take)
+        self.scores_label = named(QLabel(), "Take scores", "What the verifiers measured on the chosen take (quality mode)")
+        self.scores_label.setWordWrap(True)
         self.player = named(PlayerWidget(self, output_device=output_device), "Player")
         self.player.setMaximumHeight(110)
         self.player.failed.connect(self.show_error)
@@ -80,6 +82,7 @@ class ProjectWindow(QMainWindow):
         box.addWidget(self.text_editor)
         box.addLayout(row(self.save_text_button, self.play_button, self.regenerate_button, QLabel("Take"),
                           (self.take_combo, 1)))
+        box.addWidget(self.scores_label)
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
@@ -183,6 +186,8 @@ class ProjectWindow(QMainWindow):
             self.take_combo.addItem(f"Take {take + 1} · {STATUS_TEXT[record.status if record else PENDING]}")
         if segment is not None:
             self.take_combo.setCurrentIndex(segment.chosen)
+        record = self.project.record(segment) if segment is not None else None
+        self.scores_label.setText(score_tip(record, segment.text) if record and record.scores else "")
         self._update_actions()
 
     @Slot(str)

@@ -1,4 +1,5 @@
-"""The segment list of one chapter of a narration project: #, status, text, duration, take.
+"""The segment list of one chapter of a narration project: #, status, text, duration, take and, in
+quality mode, the chosen take's error rate (a flagged take reads needs check; its tooltip has the transcript).
 
 Display only: it reads the GUI's own NarrationProject and says which segment is selected.
 Status is shown as text plus a standard style icon (so it reads in light and dark palettes).
@@ -8,7 +9,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem, QWidget
 
-from engine.project import DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, Segment
+from engine.project import DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, Segment, TakeRecord
+from engine.quality import describe_scores, error_label
 
 RENDERING = "rendering"  # shown while the engine renders the segment (not a stored status)
 STATUS_TEXT = {PENDING: "pending", DONE: "done", NEEDS_CHECK: "needs check", FAILED: "failed",
@@ -20,8 +22,15 @@ STATUS_TIP = {
 }
 _ICONS = {DONE: QStyle.StandardPixmap.SP_DialogApplyButton, NEEDS_CHECK: QStyle.StandardPixmap.SP_MessageBoxWarning,
           FAILED: QStyle.StandardPixmap.SP_MessageBoxCritical, RENDERING: QStyle.StandardPixmap.SP_BrowserReload}
-COLUMNS = ("#", "Status", "Text", "Duration", "Take")
+COLUMNS = ("#", "Status", "Text", "Duration", "Take", "Errors")
 _ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+def score_tip(record: TakeRecord, text: str) -> str:
+    """The chosen take's scores and what Whisper heard, for tooltips and the project window."""
+    heard = f"\nWhisper heard: “{record.transcript}”" if record.transcript else ""
+    flag = "\nAbove the project's error limit: listen to it, regenerate or edit it." if record.flagged else ""
+    return describe_scores(record.scores, text) + heard + flag
 
 
 class SegmentTable(QTableWidget):
@@ -72,16 +81,19 @@ class SegmentTable(QTableWidget):
         status = RENDERING if rendering else (record.status if record else PENDING)
         duration = f"{record.duration_s:.1f} s" if record and record.finish_reason != "failed" else ""
         cells = (segment.id.split(".")[-1], STATUS_TEXT[status], segment.text, duration,
-                 f"{segment.chosen + 1}/{segment.takes}")
+                 f"{segment.chosen + 1}/{segment.takes}", error_label(record.scores, segment.text) if record else "")
         for column, text in enumerate(cells):
             item = QTableWidgetItem(text)
             item.setData(_ID_ROLE, segment.id)
             if column == 1:
                 if status in _ICONS:
                     item.setIcon(self.style().standardIcon(_ICONS[status]))
-                item.setToolTip(record.error if record and record.error else STATUS_TIP[status])
+                item.setToolTip(record.error if record and record.error else score_tip(record, segment.text)
+                                if record and record.flagged else STATUS_TIP[status])
             elif column == 2:
                 item.setToolTip(segment.text)
+            elif column == 5 and record and record.scores:
+                item.setToolTip(score_tip(record, segment.text))
             self.setItem(row, column, item)
 
     def selected_id(self) -> str | None:

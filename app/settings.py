@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
 from engine import devices
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS, ModelChoice, SamplingParams
 from engine.errors import EngineError
+from engine.verify import DEFAULT_ASR, DEFAULT_SPEAKER
 
 _DEFAULT_SAMPLING = SamplingParams()
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -87,6 +88,8 @@ class AppSettings:
     codec = _Setting("model/codec", str, DEFAULT_CODEC)
     quantization = _Setting("model/quantization", str, None)  # None = auto (4bit on CUDA, fp32 on CPU)
     device = _Setting("model/device", str, "auto")
+    asr = _Setting("model/asr", str, DEFAULT_ASR)  # Whisper (auto-transcribe, quality mode): repo id or folder
+    speaker = _Setting("model/speaker", str, DEFAULT_SPEAKER)  # WavLM x-vector (quality mode), if on disk
     temperature = _Setting("sampling/temperature", float, _DEFAULT_SAMPLING.temperature)
     top_p = _Setting("sampling/top_p", float, _DEFAULT_SAMPLING.top_p)
     top_k = _Setting("sampling/top_k", int, _DEFAULT_SAMPLING.top_k)
@@ -237,6 +240,9 @@ class SettingsDialog(QDialog):
         form.addRow("Codec:", self._browse_row(self.codec_edit, "Codec folder"))
         form.addRow("Quantization:", self.quant_combo)
         form.addRow("Device:", self.device_combo)
+        self.asr_edit = self._named(QLineEdit(), "Speech recognition model",
+                                    "Whisper, for Auto-transcribe and quality mode: a repo id or a local folder")
+        form.addRow("Speech recognition:", self._browse_row(self.asr_edit, "Whisper folder"))
         return page
 
     @Slot()
@@ -349,6 +355,7 @@ class SettingsDialog(QDialog):
         self.codec_edit.setText(s.codec)
         self._select(self.quant_combo, s.quantization)
         self._select(self.device_combo, s.device)
+        self.asr_edit.setText(s.asr or DEFAULT_ASR)
         self.temperature_spin.setValue(s.temperature)
         self.top_p_spin.setValue(s.top_p)
         self.top_k_spin.setValue(s.top_k)
@@ -372,6 +379,7 @@ class SettingsDialog(QDialog):
             "codec": self.codec_edit.text().strip(),
             "quantization": self.quant_combo.currentData(),
             "device": self.device_combo.currentData(),
+            "asr": self.asr_edit.text().strip() or DEFAULT_ASR,
             "temperature": self.temperature_spin.value(),
             "top_p": self.top_p_spin.value(),
             "top_k": self.top_k_spin.value(),
@@ -389,6 +397,7 @@ class SettingsDialog(QDialog):
         problem = (
             _model_problem(v["lm"], "speech model")
             or _model_problem(v["codec"], "codec")
+            or _model_problem(v["asr"], "speech recognition model")
             or _folder_problem(v["voices_folder"], "voices folder", required=True)
             or _folder_problem(v["models_folder"], "models folder", required=False)
         )
@@ -414,7 +423,7 @@ class SettingsDialog(QDialog):
             return
         s = self.settings
         v = self._values()
-        for key in ("lm", "codec", "quantization", "device", "temperature", "top_p", "top_k",
+        for key in ("lm", "codec", "quantization", "device", "asr", "temperature", "top_p", "top_k",
                     "repetition_penalty", "seed", "input_device", "output_device"):
             setattr(s, key, v[key])
         s.voices_folder = Path(v["voices_folder"]).expanduser()

@@ -92,7 +92,7 @@ class VoicePanel(QWidget):
         self.transcript_edit.setTabChangesFocus(True)
         self.transcript_edit.setMaximumHeight(64)
         self.transcript_edit.textChanged.connect(self._update_buttons)
-        self.transcribe_button = named_button("Auto-transcribe", "Arrives with the verifier models", self._transcribe)
+        self.transcribe_button = named_button("Auto-transcribe", "Needs a Whisper speech recognition model", self._transcribe)
         self.transcribe_button.setEnabled(False)
         self.name_edit = named(QLineEdit(), "Voice name", "Name of the voice in the library")
         self.name_edit.setPlaceholderText("Voice name")
@@ -241,11 +241,13 @@ class VoicePanel(QWidget):
         self.transcript_edit.setPlainText(text)
 
     @Slot(bool)
-    def set_transcribe_available(self, available: bool) -> None:
-        """Offer Auto-transcribe once a verifier model can answer transcribe_requested."""
+    def set_transcribe_available(self, available: bool, reason: str = "") -> None:
+        """Offer Auto-transcribe when a Whisper model can answer transcribe_requested; `reason` is the
+        tooltip saying why not (what to download)."""
         self.transcribe_button.setEnabled(bool(available))
         self.transcribe_button.setToolTip(
-            "Write the transcript from the clip" if available else "Arrives with the verifier models"
+            "Write the transcript from the clip (you can edit it)" if available
+            else reason or "Needs a Whisper speech recognition model"
         )
 
     def _transcribe(self) -> None:

@@ -4,8 +4,8 @@ A project (engine.project) holds the segments and their takes. `narrate` renders
 segment of the chosen chapters, one segment's audio in memory at a time, writing each take as soon
 as it is finished, so a crash or cancel loses at most the segment being rendered and running
 `narrate` again resumes there. The per-segment render is a plain callable (`SegmentRenderer`): the
-default speaks the segment once with Synthesizer.synthesize; a best-of-N renderer with quality scores
-plugs in the same way. torch is only imported when rendering starts.
+default speaks the segment once with Synthesizer.synthesize; the best-of-N renderer with quality scores
+(engine.quality.best_of_renderer, a project's quality mode) plugs in the same way. torch is only imported when rendering starts.
 """
 from __future__ import annotations
 
@@ -120,6 +120,7 @@ class RenderedTake:
     codes: tuple[int, ...]  # the speech codes generated
     finish_reason: str  # "end" or "length"
     scores: Mapping[str, float] = field(default_factory=dict)  # quality scores, if the renderer measures any
+    transcript: str = ""  # what the ASR heard, if the renderer ran one
 
 
 SegmentRenderer = Callable[["Synthesizer", TakeJob], RenderedTake]
@@ -162,7 +163,8 @@ def render_segment(
         project.write_take(segment, take, None, record)
         return record
     record = TakeRecord(key, take, seed, rendered.finish_reason, len(rendered.audio) / SAMPLE_RATE,
-                        len(rendered.codes), dict(rendered.scores))
+                        len(rendered.codes), dict(rendered.scores), transcript=rendered.transcript,
+                        flagged=project.settings.flags(rendered.scores))
     project.write_take(segment, take, rendered.audio, record)
     return record
 
@@ -189,7 +191,7 @@ class NarrationResult:
     rendered: int  # takes rendered by this run
     total: int  # segments in the chosen chapters
     done: int  # of them: done
-    needs_check: int  # of them: hit the length cap, listen to them
+    needs_check: int  # of them: hit the length cap or flagged by quality mode, listen to them
     failed: int  # of them: failed, regenerate or edit them
     audio_s: float  # seconds of audio of the finished segments
     cancelled: bool  # stopped by the cancel event before the end
@@ -197,15 +199,20 @@ class NarrationResult:
 
 def narrate(
     project: NarrationProject, synthesizer: "Synthesizer", *, chapters: Sequence[int] | None = None,
-    render: SegmentRenderer = synthesize_take, on_progress: Callable[[NarrationProgress], None] | None = None,
-    cancel: threading.Event | None = None,
+    segment_ids: Sequence[str] | None = None, render: SegmentRenderer = synthesize_take,
+    on_progress: Callable[[NarrationProgress], None] | None = None, cancel: threading.Event | None = None,
 ) -> NarrationResult:
-    """Render every pending segment of `chapters` (0-based; default the selected ones), in reading order.
+    """Render every pending segment of `chapters` (0-based; default the selected ones), in reading order,
+    or with `segment_ids` the pending ones of just those segments, in that order (regenerate).
 
     Finished takes are on disk as soon as each segment ends; cancel (checked every token) stops
     within a token and keeps them. Failed segments are recorded and skipped, not retried.
+    ProjectError for an unknown segment id.
     """
-    scope = [segment for _, segment in project.segments(list(chapters) if chapters is not None else None)]
+    if segment_ids is not None:
+        scope = [_find(project, segment_id) for segment_id in dict.fromkeys(segment_ids)]
+    else:
+        scope = [segment for _, segment in project.segments(list(chapters) if chapters is not None else None)]
     todo = [s for s in scope if project.status(s) == PENDING]
     voice = project.voice.to_voice()
     finished = len(scope) - len(todo)
@@ -246,6 +253,13 @@ def narrate(
     statuses = [project.status(s) for s in scope]
     return NarrationResult(rendered, len(scope), statuses.count(DONE), statuses.count(NEEDS_CHECK),
                            statuses.count(FAILED), audio_s, cancelled)
+
+
+def _find(project: NarrationProject, segment_id: str) -> Segment:
+    try:
+        return project.find(segment_id)
+    except KeyError:
+        raise ProjectError(f"Segment {segment_id} is not in {project.folder}; reopen the project.") from None
 
 
 # ---------------------------------------------------------------- export

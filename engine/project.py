@@ -85,12 +85,22 @@ class NarrationSettings:
     chapter_pause: float = 2.0  # s of silence at [chapter]
     language: str = "en"  # normalization language (engine.text.normalize)
     pronunciations: tuple[PronunciationRule, ...] = ()  # applied before normalization, in order
+    # Quality mode (engine.quality): candidates per segment, 1 = off, 2..8 = best-of-N picked by the verifiers
+    # (engine.verify.rank). A segment whose best take's error rate (WER; CER for Chinese/Japanese) is
+    # above max_error_rate is flagged needs-check. asr / speaker: verifier models (hub id or folder),
+    # None = not used; quality mode needs at least one.
+    candidates: int = 1
+    max_error_rate: float = 0.15  # 0.15 = 15 % of the words (characters) wrong
+    asr: str | None = None  # Whisper ASR
+    speaker: str | None = None  # WavLM x-vector speaker model
 
     def __post_init__(self) -> None:
         self.sampling(0)  # validates the sampling fields
         self.model_choice()
         if self.paragraph_pause < 0 or self.chapter_pause < 0:
             raise SettingsError("Pauses must be >= 0 seconds.")
+        if not 1 <= self.candidates <= 8 or (self.candidates > 1 and not (self.asr or self.speaker)):
+            raise SettingsError("Quality mode needs 2 to 8 candidates and a Whisper or speaker model.")
 
     def sampling(self, seed: int) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_p, self.top_k, self.repetition_penalty, seed)
@@ -99,9 +109,14 @@ class NarrationSettings:
         return ModelChoice(self.lm, self.codec, self.quantization, device)
 
     def audio_fields(self) -> dict:
-        """The settings that change a take's audio."""
+        """The settings that change a take's audio; quality mode's only when on (older keys stay valid)."""
+        quality = ("candidates", "asr", "speaker") if self.candidates > 1 else ()
         return {k: getattr(self, k) for k in ("lm", "codec", "quantization", "temperature", "top_p", "top_k",
-                                              "repetition_penalty")}
+                                              "repetition_penalty") + quality}
+
+    def flags(self, scores: Mapping[str, float]) -> bool:
+        """True when a take's error rate is above max_error_rate (it needs a listen)."""
+        return scores.get("error_rate", 0.0) > self.max_error_rate
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -145,12 +160,16 @@ class TakeRecord:
     finish_reason: str  # "end" (model stopped), "length" (hit the cap: check it) or "failed"
     duration_s: float  # seconds of audio
     codes: int  # speech codes generated
-    scores: Mapping[str, float] = field(default_factory=dict)  # quality scores (issue 5); empty for now
+    scores: Mapping[str, float] = field(default_factory=dict)  # quality mode: engine.quality.flatten_scores
     error: str = ""  # the message when finish_reason is "failed"
+    transcript: str = ""  # quality mode: what the ASR heard in this take
+    flagged: bool = False  # quality mode: error rate above the project's max_error_rate when rendered
 
     @property
     def status(self) -> str:
-        return {"failed": FAILED, "length": NEEDS_CHECK}.get(self.finish_reason, DONE)
+        if self.finish_reason == "failed":
+            return FAILED
+        return NEEDS_CHECK if self.finish_reason == "length" or self.flagged else DONE
 
 
 _RECORD_FIELDS = {f.name for f in dataclasses.fields(TakeRecord)}
@@ -328,7 +347,7 @@ class NarrationProject:
         return self._records.get(key)
 
     def status(self, segment: Segment) -> str:
-        """pending / done / needs-check (hit the length cap) / failed, of the chosen take."""
+        """pending / done / needs-check (length cap, or flagged by quality mode) / failed, of the chosen take."""
         record = self.record(segment)
         return record.status if record else PENDING
 

@@ -4,7 +4,8 @@ The engine thread opens the project from disk for every job, so the GUI's own Na
 (for display and edits) and the engine's never share state; the engine only writes takes, never
 project.json. A job first makes sure the project's models are loaded (engine.session passes
 `models_for`). Cancel: a running Narrate stops within a token, keeps every finished take and ends
-with Narrated(result.cancelled=True); an export ends with Cancelled (engine.session).
+with Narrated(result.cancelled=True); an export ends with Cancelled (engine.session). A project in
+quality mode is narrated with the renderer the session gives (engine.quality.VerifierModels.renderer).
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.book_import import Book
-from engine.errors import ProjectError
 from engine.narration import NarrationProgress, NarrationResult
-from engine.project import DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings
+from engine.project import PENDING, NarrationProject, NarrationSettings
 from engine.voices import SavedVoice
 
 if TYPE_CHECKING:
+    from engine.narration import SegmentRenderer
     from engine.synth import Synthesizer
 
 PROGRESS_INTERVAL_S = 0.25  # s: at most this often a NarrationProgressed while a segment is rendered
@@ -89,11 +90,13 @@ class Narrated:
 
 PROJECT_JOBS = (CreateProject, Narrate, ExportProject)
 ModelsFor = Callable[[NarrationSettings, str], "Synthesizer"]
+RendererFor = Callable[[NarrationProject], "SegmentRenderer | None"]  # e.g. engine.quality.VerifierModels.renderer
 
 
 def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object], None],
-                    cancel: threading.Event) -> None:
-    """Run one of PROJECT_JOBS on the engine thread; EngineError/CancelledError propagate to the session."""
+                    cancel: threading.Event, renderer_for: RendererFor | None = None) -> None:
+    """Run one of PROJECT_JOBS on the engine thread; EngineError/CancelledError propagate to the session.
+    `renderer_for(project)` gives a Narrate its segment renderer (None: the default, one take per segment)."""
     if isinstance(job, CreateProject):
         from engine.narration import create_project, segment_budget
 
@@ -108,11 +111,10 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
         project = NarrationProject.open(Path(job.folder))
         synth = models_for(project.settings, job.request_id)
         report = _throttled(lambda p: emit(NarrationProgressed(job.request_id, p)))
-        if job.segment_ids is not None:
-            result = _render_segments(project, synth, job.segment_ids, report, cancel)
-        else:
-            chapters = list(job.chapters) if job.chapters is not None else None
-            result = narrate(project, synth, chapters=chapters, on_progress=report, cancel=cancel)
+        chapters = list(job.chapters) if job.chapters is not None else None
+        render = renderer_for(project) if renderer_for is not None else None
+        result = narrate(project, synth, chapters=chapters, segment_ids=job.segment_ids, on_progress=report,
+                         cancel=cancel, **({"render": render} if render is not None else {}))
         emit(Narrated(job.request_id, result))
     elif isinstance(job, ExportProject):
         from engine.narration import export_project
@@ -138,46 +140,3 @@ def _throttled(send: Callable[[NarrationProgress], None]) -> Callable[[Narration
             send(progress)
 
     return on_progress
-
-
-def _render_segments(project: NarrationProject, synth: "Synthesizer", ids: tuple[str, ...],
-                     report: Callable[[NarrationProgress], None], cancel: threading.Event) -> NarrationResult:
-    """Render the pending ones of these segments in the given order (as engine.narration.narrate does)."""
-    from engine.errors import CancelledError
-    from engine.narration import render_segment
-
-    scope = []
-    for segment_id in dict.fromkeys(ids):
-        try:
-            ci, si = project.segment(segment_id)
-        except KeyError:
-            raise ProjectError(f"Segment {segment_id} is not in {project.folder}; reopen the project.") from None
-        scope.append(project.chapters[ci].segments[si])
-    todo = [s for s in scope if project.status(s) == PENDING]
-    voice = project.voice.to_voice()
-    finished, rendered, cancelled = len(scope) - len(todo), 0, False
-    audio_s = sum(r.duration_s for s in scope if (r := project.record(s)) is not None)
-    start = time.monotonic()
-
-    def eta() -> float | None:
-        return (time.monotonic() - start) / rendered * (len(todo) - rendered) if rendered else None
-
-    report(NarrationProgress(finished, len(scope), audio_s, None))
-    for segment in todo:
-        if cancel.is_set():
-            cancelled = True
-            break
-
-        def on_tokens(done: int, budget: int, segment=segment) -> None:
-            report(NarrationProgress(finished, len(scope), audio_s, eta(), segment.id, PENDING, done))
-
-        try:
-            record = render_segment(project, synth, segment.id, cancel=cancel, on_tokens=on_tokens, voice=voice)
-        except CancelledError:
-            cancelled = True
-            break
-        rendered, finished, audio_s = rendered + 1, finished + 1, audio_s + record.duration_s
-        report(NarrationProgress(finished, len(scope), audio_s, eta(), segment.id, record.status))
-    statuses = [project.status(s) for s in scope]
-    return NarrationResult(rendered, len(scope), statuses.count(DONE), statuses.count(NEEDS_CHECK),
-                           statuses.count(FAILED), audio_s, cancelled)

@@ -3,8 +3,9 @@
 Jobs go in through `EngineSession.submit`; immutable events come out through the `emit` callback,
 called on the engine thread (the GUI's bridge re-emits them as Qt signals). torch is imported on the
 engine thread only, so importing this module is cheap. Every job ends with exactly one final event:
-ModelsLoaded / VoiceEncoded / Generated / Exported, Failed (with a message a user can read) or
-Cancelled (and nothing else after it). Narration-project jobs (CreateProject, Narrate, ExportProject
+ModelsLoaded / VoiceEncoded / Generated / Transcribed / Exported, Failed (with a message a user can read) or
+Cancelled (and nothing else after it). Transcribe -> Transcribed uses a Whisper kept on this thread
+(engine.quality.VerifierModels, shared with quality-mode narration). Narration-project jobs (CreateProject, Narrate, ExportProject
 and their events ProjectCreated, NarrationProgressed, Narrated) live in engine.project_jobs and are
 re-exported here; they load the project's models first when others are loaded.
 """
@@ -25,6 +26,8 @@ import numpy as np
 from engine.audio import SAMPLE_RATE
 from engine.config import ModelChoice, SamplingParams
 from engine.errors import CancelledError, EngineError, InputTextError, ReferenceAudioError
+from engine.quality import VerifierModels
+from engine.verify import DEFAULT_ASR
 from engine.project_jobs import (  # noqa: F401 (re-exported: the session's job and event types)
     PROJECT_JOBS, CreateProject, ExportProject, Narrate, Narrated, NarrationProgressed, ProjectCreated,
     run_project_job,
@@ -64,6 +67,18 @@ class Generate:
     text: str
     voice: "Voice | None"
     params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class Transcribe:
+    """Write down what a clip (float32 [n], 16 kHz) says with Whisper `model` (hub id or folder; loaded
+    once on the models' device and kept); `language` ("en", "zh", ...) or None to detect it. Answered
+    by Transcribed."""
+
+    request_id: str
+    samples: np.ndarray
+    language: str | None = None
+    model: str = DEFAULT_ASR
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,12 @@ class Generated:
 
 
 @dataclass(frozen=True)
+class Transcribed:
+    request_id: str
+    text: str  # what Whisper heard ("" for silence)
+
+
+@dataclass(frozen=True)
 class Exported:
     request_id: str
     path: Path
@@ -145,6 +166,7 @@ class EngineSession:
         self._stopping = False
         self._synth: Synthesizer | None = None  # touched on the engine thread only
         self._choice: ModelChoice | None = None  # what self._synth was loaded with (engine thread only)
+        self._verifiers = VerifierModels()  # Whisper / WavLM, kept until the speech models change
 
     def start(self) -> None:
         self._thread.start()
@@ -219,6 +241,7 @@ class EngineSession:
                 with self._lock:
                     self._running_cancel = None
         self._synth = None  # free the models with the thread
+        self._verifiers.clear()
 
     def _handle(self, job: object, cancel: threading.Event) -> None:
         if isinstance(job, LoadModels):
@@ -232,8 +255,12 @@ class EngineSession:
 
             write_audio(job.path, job.wave)
             self._emit(Exported(job.request_id, Path(job.path)))
+        elif isinstance(job, Transcribe):
+            asr = self._verifiers.asr(job.model, self._device())
+            self._emit(Transcribed(job.request_id, asr.transcribe(job.samples, job.language)))
         elif isinstance(job, PROJECT_JOBS):
-            run_project_job(job, self._models_for, self._emit, cancel)
+            run_project_job(job, self._models_for, self._emit, cancel,
+                            lambda project: self._verifiers.renderer(project, self._device()))
         else:
             raise TypeError(f"unknown engine job {job!r}")
 
@@ -241,6 +268,10 @@ class EngineSession:
         if self._synth is None:
             raise EngineError("Models are not loaded yet: choose a model in Models… and wait until it has loaded.")
         return self._synth
+
+    def _device(self) -> str:
+        """The device the speech models were loaded for; verifiers go there too."""
+        return self._choice.device if self._choice else "auto"
 
     def _models_for(self, settings, request_id: str) -> "Synthesizer":
         """The models a project (engine.project.NarrationSettings) is narrated with, loaded first
@@ -256,8 +287,9 @@ class EngineSession:
         from engine.synth import Synthesizer
 
         self._emit(Progress(request_id, "load", 0, 1))
-        if self._synth is not None:  # free the old models before loading new ones
+        if self._synth is not None:  # free the old models (and verifiers) before loading new ones
             self._synth, self._choice = None, None
+            self._verifiers.clear()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         synth = Synthesizer.load(job.choice)

@@ -109,7 +109,7 @@ def test_save_voice_encode_round_trip(panel, qtbot, library, speech_clip_16k):
     panel.waveform.set_trim_range(0.5, 4.0)
     assert not panel.save_button.isEnabled()  # no transcript yet
     assert not panel.transcribe_button.isEnabled()
-    assert panel.transcribe_button.toolTip() == "Arrives with the verifier models"
+    assert panel.transcribe_button.toolTip() == "Needs a Whisper speech recognition model"
     panel.name_edit.setText("Fox")
     QTest.keyClicks(panel.transcript_edit, TRANSCRIPT)
     assert panel.save_button.isEnabled()

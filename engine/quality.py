@@ -1,0 +1,160 @@
+"""A narration project's quality mode and reference auto-transcription, on the engine thread.
+
+Quality mode (NarrationSettings.candidates > 1): every segment is rendered as N candidates in one
+batch (engine.best_of.render_best_of), scored by the verifiers (engine.verify) and the ranking's
+pick is stored, with its scores, as the segment's take; a take whose error rate is above the
+project's max_error_rate is flagged needs-check (NarrationSettings.flags). Speaker similarity is
+measured against the project's voice reference clip (voice/reference.flac).
+``VerifierModels`` keeps the loaded Whisper / WavLM models on the engine thread, so transcribing
+reference clips and narrating share one Whisper; the session clears it when the speech models change.
+No torch at module level: the GUI imports ``verifier_problem``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.errors import EngineError, ModelFormatError
+
+if TYPE_CHECKING:
+    from engine.narration import RenderedTake, SegmentRenderer, TakeJob
+    from engine.project import NarrationProject
+    from engine.synth import Synthesizer
+    from engine.verify import Scores, Verifiers
+
+
+def verifier_problem(model: str | Path, kind: str = "asr") -> str | None:
+    """Why this verifier (kind "asr": Whisper, "speaker": WavLM x-vector) cannot be used offline (not
+    downloaded, wrong folder), or None.
+
+    Cheap: looks at the folder (config.json, safetensors names); loads no weights, never goes online.
+    """
+    from engine.errors import ModelNotFoundError
+    from engine.verify import check_verifier_folder
+
+    try:
+        if kind == "asr":
+            check_verifier_folder(model, "Whisper ASR", "whisper")
+        else:
+            check_verifier_folder(model, "Speaker model", "wavlm", allow_pickle=True)
+    except ModelNotFoundError as error:
+        if Path(model).expanduser().is_absolute() or str(model).startswith((".", "~")):
+            return str(error)  # a folder that is not there
+        name = "Whisper" if kind == "asr" else "speaker"
+        return (f"The {name} model {model} is not on this computer: download it (hf download {model}) "
+                f"or use a local {name} model folder.")
+    except EngineError as error:
+        return str(error)
+    return None
+
+
+def flatten_scores(scores: "Scores", candidates: int) -> dict[str, float]:
+    """A take's Scores as TakeRecord.scores: wer, cer, error_rate, similarity (those measured), extra
+    scorers' values, and n = candidates the take was picked from. The transcript goes to TakeRecord.transcript."""
+    values: dict[str, Any] = {"wer": scores.wer, "cer": scores.cer, "error_rate": scores.error_rate,
+                              "similarity": scores.similarity, **scores.extra}
+    return {k: float(v) for k, v in values.items() if v is not None} | {"n": float(candidates)}
+
+
+def error_label(scores: Mapping[str, float], text: str) -> str:
+    """e.g. "WER 4%" ("CER" when the text is Chinese/Japanese); "" when no error rate was measured."""
+    from engine.verify import is_cjk
+
+    if "error_rate" not in scores:
+        return ""
+    return f"{'CER' if is_cjk(text) else 'WER'} {scores['error_rate']:.0%}"
+
+
+def describe_scores(scores: Mapping[str, float], text: str) -> str:
+    """One line about a take's scores, e.g. "WER 4% · speaker similarity 0.82 · best of 4 takes"."""
+    parts = [error_label(scores, text)]
+    if "similarity" in scores:
+        parts.append(f"speaker similarity {scores['similarity']:.2f}")
+    if scores.get("n", 1) > 1:
+        parts.append(f"best of {scores['n']:.0f} takes")
+    return " · ".join(p for p in parts if p)
+
+
+def best_of_renderer(verifiers: "Verifiers", reference_audio: np.ndarray | None, candidates: int) -> "SegmentRenderer":
+    """A narration SegmentRenderer: best-of-`candidates` takes, the verifiers' pick returned with its scores.
+
+    ``reference_audio`` (float32 16 kHz) is what speaker similarity compares with (None: the voice's
+    codes decoded). One FastDecoder of the full context window is made on the first call and reused
+    for every later segment on the same LM (it keeps its captured CUDA graphs).
+    """
+    from engine.narration import RenderedTake
+
+    decoders: dict[int, Any] = {}
+
+    def render(synthesizer: "Synthesizer", job: "TakeJob") -> RenderedTake:
+        from engine.best_of import render_best_of
+        from engine.config import CONTEXT_WINDOW
+        from engine.fast_lm import FastDecoder
+
+        lm = synthesizer.lm
+        if id(lm) not in decoders:
+            decoders.clear()
+            decoders[id(lm)] = FastDecoder(lm, max_batch=candidates, max_length=CONTEXT_WINDOW)
+        result = render_best_of(synthesizer, job.text, job.voice, job.params, candidates, verifiers,
+                                reference_audio=reference_audio, max_new_tokens=job.max_new_tokens,
+                                cancel=job.cancel, on_progress=job.on_progress, decoder=decoders[id(lm)])
+        best = result.best
+        return RenderedTake(best.audio, best.codes, best.finish_reason, flatten_scores(best.scores, candidates),
+                            best.scores.transcript or "")
+
+    return render
+
+
+def reference_audio(project: "NarrationProject") -> np.ndarray:
+    """The project's voice reference clip, float32 mono at 16 kHz."""
+    import soundfile as sf
+
+    wave, _ = sf.read(project.voice.audio_path, dtype="float32", always_2d=True)
+    return wave.mean(axis=1)
+
+
+class VerifierModels:
+    """Verifier models loaded on the engine thread, each once per (model, device), kept until clear()."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str, str], Any] = {}
+
+    def _get(self, kind: str, model: str | Path, device: str) -> Any:
+        key = (kind, str(model), device)
+        if key not in self._loaded:
+            from engine.verify import SpeakerVerifier, WhisperASR
+
+            try:
+                self._loaded[key] = (WhisperASR if kind == "asr" else SpeakerVerifier)(model, device=device)
+            except EngineError:
+                raise
+            except Exception as error:  # e.g. a damaged model.safetensors (safetensors' own error type)
+                name = "Whisper" if kind == "asr" else "speaker"
+                raise ModelFormatError(f"Cannot load the {name} model from {model}: {str(error).splitlines()[0]}; "
+                                       "download it again or choose another in Preferences.") from error
+        return self._loaded[key]
+
+    def asr(self, model: str | Path, device: str = "auto"):
+        """The WhisperASR for `model` (ModelNotFoundError / ModelFormatError when it cannot load)."""
+        return self._get("asr", model, device)
+
+    def verifiers(self, asr: str | Path | None, speaker: str | Path | None, device: str = "auto") -> "Verifiers":
+        """Fresh Verifiers (own cost counters) over the kept models."""
+        from engine.verify import Verifiers
+
+        scorers = ([self._get("asr", asr, device)] if asr else []) + ([self._get("speaker", speaker, device)] if speaker else [])
+        return Verifiers(tuple(scorers))
+
+    def renderer(self, project: "NarrationProject", device: str = "auto") -> "SegmentRenderer | None":
+        """The project's quality-mode renderer, or None when quality mode is off (the default renderer)."""
+        s = project.settings
+        if s.candidates <= 1:
+            return None
+        return best_of_renderer(self.verifiers(s.asr, s.speaker, device), reference_audio(project), s.candidates)
+
+    def clear(self) -> None:
+        """Drop every loaded verifier (frees their memory once nothing else holds them)."""
+        self._loaded.clear()
