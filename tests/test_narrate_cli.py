@@ -165,3 +165,25 @@ def test_ten_thousand_words_narrate_and_export_with_flat_memory(tiny_models, tmp
               f"peak RSS {usage.ru_maxrss / 1024:.0f} MiB")
     assert counts[10000] >= 8 * counts[1000]
     assert peaks[10000] < peaks[1000] * 1.15, peaks
+
+
+@pytest.mark.slow
+def test_quality_mode_from_the_cli_scores_every_take(tiny_models, tmp_path, voice_file):
+    """--candidates 2 with a (tiny, random) Whisper: every segment's take is the verifiers' pick of 2, its
+    .json carries the scores, and a resumed run keeps the project's quality settings."""
+    from engine.tiny_verifiers import write_tiny_whisper
+
+    whisper = write_tiny_whisper(tmp_path / "whisper")
+    book = write_book(tmp_path / "book.txt", 60, 1)
+    project = tmp_path / "project"
+    result = run(*narrate_args(tiny_models, project, book, voice_file, "--candidates", "2", "--asr", whisper,
+                               "--speaker-model", "none"))
+    assert result.returncode == 0, result.stderr
+    assert "Quality mode: 2 takes per segment" in result.stderr
+    opened = check_takes(project)
+    assert opened.settings.candidates == 2 and opened.settings.asr == str(whisper) and opened.settings.speaker is None
+    for _, segment in opened.segments():
+        scores = opened.record(segment).scores
+        assert scores["n"] == 2 and 0 <= scores["wer"] == scores["error_rate"]
+    again = run("narrate", project, "--candidates", "3")
+    assert again.returncode == 2 and "--candidates" in again.stderr.strip().splitlines()[-1]

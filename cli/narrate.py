@@ -1,0 +1,194 @@
+"""`narrate`: create or resume a narration project, render it with progress and ETA, export it."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cli.common import status
+from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
+from engine.verify import DEFAULT_ASR, DEFAULT_SPEAKER
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    narrate = subparsers.add_parser("narrate", help="narrate a book into a project folder (resumable), then export it")
+    narrate.add_argument("project", type=Path, help="project folder: created with --text-file, resumed without it")
+    narrate.add_argument("--text-file", type=Path, help="book to narrate (.txt, .md, .epub): creates the project")
+    voice = narrate.add_mutually_exclusive_group()
+    voice.add_argument("--voice", type=Path, help="the narrator: a .llasavoice file (with --text-file)")
+    voice.add_argument("--ref", type=Path, help="the narrator: a reference clip (with --text-file and --ref-text)")
+    narrate.add_argument("--ref-text", help="exactly what the reference clip says")
+    narrate.add_argument("--chapters", help="chapters to narrate and export, e.g. 1,3-5 (default all; remembered)")
+    narrate.add_argument("--lm", help=f"Llasa LM: Hugging Face id or local folder (default {DEFAULT_LM})")
+    narrate.add_argument("--codec", help=f"X-Codec2: Hugging Face id or local folder (default {DEFAULT_CODEC})")
+    narrate.add_argument("--quant", choices=QUANTIZATIONS, help="LM weights (default 4bit on CUDA, fp32 on CPU)")
+    narrate.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default auto)")
+    narrate.add_argument("--seed", type=int, help="base seed of every take (default random, stored in the project)")
+    narrate.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")
+    narrate.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1.0 = off)")
+    narrate.add_argument("--top-k", type=int, help="keep only the k most likely tokens (default 0 = off)")
+    narrate.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeats (default 1.0 = off)")
+    narrate.add_argument("--candidates", type=int, help="quality mode: render N takes (2-8) per segment and keep the one the "
+                         "verifiers pick; segments still above --max-error-rate are flagged (default 1 = off)")
+    narrate.add_argument("--asr", help=f"quality mode: Whisper model that checks the words (default {DEFAULT_ASR}; 'none' = off)")
+    narrate.add_argument("--speaker-model", help=f"quality mode: speaker model that compares the voice (default {DEFAULT_SPEAKER} "
+                         "when downloaded; 'none' = off)")
+    narrate.add_argument("--max-error-rate", type=float, help="quality mode: flag segments whose best take's word (or "
+                         "character) error rate is above this (default 0.15)")
+    narrate.add_argument("--export", choices=("wav", "flac", "mp3", "m4b"), help="export the book when all is rendered")
+    narrate.add_argument("--per-chapter", action="store_true", help="export one file per chapter into the folder --out")
+    narrate.add_argument("--out", type=Path, help="export destination: a file, or a folder with --per-chapter")
+    narrate.set_defaults(run=_run_narrate)
+
+
+_NARRATE_SETTINGS = ("lm", "codec", "quant", "seed", "temperature", "top_p", "top_k", "repetition_penalty", "candidates",
+                     "asr", "speaker_model", "max_error_rate")
+
+def _quality_defaults(given: dict) -> dict:
+    """--candidates N without verifier options: Whisper by default, the speaker model when downloaded; 'none' = off."""
+    from engine.quality import verifier_problem
+
+    if given.get("candidates", 1) > 1:
+        given.setdefault("asr", DEFAULT_ASR)
+        if "speaker_model" not in given and verifier_problem(DEFAULT_SPEAKER, "speaker") is None:
+            given["speaker_model"] = DEFAULT_SPEAKER
+    return given
+
+
+
+def _run_narrate(args: argparse.Namespace) -> None:
+    import hashlib
+    import secrets
+    import tempfile
+
+    from engine.book_import import import_book
+    from engine.errors import InputTextError, ProjectError, SettingsError
+    from engine.narration import narrate, parse_chapter_spec
+    from engine.project import PROJECT_FILE, NarrationProject, NarrationSettings
+    from engine.voices import VoiceLibrary
+
+    # Everything that can be checked without models is checked first; nothing is written before.
+    creating = args.text_file is not None and not (args.project / PROJECT_FILE).exists()
+    if args.text_file is None and (args.voice or args.ref):
+        raise InputTextError("--voice/--ref only apply when creating a project: add --text-file BOOK.")
+    if args.text_file is not None and not (args.voice or args.ref):
+        raise InputTextError("--text-file needs a narrator: --voice FILE.llasavoice or --ref CLIP --ref-text TEXT.")
+    if bool(args.ref) != bool((args.ref_text or "").strip()):
+        raise InputTextError("--ref and --ref-text go together: type exactly what the reference clip says.")
+    if (args.export is None) != (args.out is None) or (args.per_chapter and args.export is None):
+        raise SettingsError("--export FORMAT and --out PATH go together (--per-chapter needs both).")
+    if args.out is not None and not (args.out if args.per_chapter else args.out.parent).is_dir():
+        raise SettingsError(f"--out {args.out}: folder does not exist; create it first.")
+    if args.text_file is not None:
+        book = import_book(args.text_file)
+        narrator = args.voice or args.ref
+        if not narrator.is_file():
+            raise InputTextError(f"{narrator} does not exist or is not a file.")
+        sources = [args.text_file.read_bytes(), narrator.read_bytes(), (args.ref_text or "").encode()]
+        fingerprint = hashlib.sha256(b"\0".join(sources)).hexdigest()
+    given = {name: getattr(args, name) for name in _NARRATE_SETTINGS if getattr(args, name) is not None}
+    given = {k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in given.items()}
+    fields = {"quant": "quantization", "seed": "base_seed", "speaker_model": "speaker"}
+    if creating:
+        given = _quality_defaults(given)
+        chapters = parse_chapter_spec(args.chapters, len(book.chapters)) if args.chapters else None
+        settings = NarrationSettings(**{fields.get(k, k): v for k, v in given.items()} | (
+            {} if args.seed is not None else {"base_seed": secrets.randbelow(2**31)}))
+    else:
+        project = NarrationProject.open(args.project)
+        if args.text_file is not None and project.fingerprint != fingerprint:
+            raise ProjectError(f"{args.project} holds another project ({project.title!r}); choose a new folder, "
+                               f"or continue that one with: python main.py narrate {args.project}")
+        for name, value in given.items():
+            if getattr(project.settings, fields.get(name, name)) != value:
+                option = "--" + name.replace("_", "-")
+                raise SettingsError(f"This project was created with different settings ({option}); drop {option} "
+                                    "to continue it, or narrate into a new folder.")
+        settings = project.settings
+        chapters = parse_chapter_spec(args.chapters, len(project.chapters)) if args.chapters else None
+    with tempfile.TemporaryDirectory(prefix="llasa-voice-") as scratch:
+        clip, library = None, VoiceLibrary(Path(scratch))  # the narrator, checked before the models load
+        saved = library.import_file(args.voice) if creating and args.voice else None
+        if creating and args.ref:
+            from engine.audio import load_reference
+
+            clip = load_reference(args.ref)
+            for warning in clip.warnings:
+                status(f"warning: {warning}")
+
+        from engine.synth import Synthesizer
+
+        status("Loading models…")
+        synthesizer = Synthesizer.load(settings.model_choice(args.device), with_encoder=clip is not None)
+        for notice in synthesizer.notices:
+            status(notice)
+        if creating:
+            if clip is not None:
+                voice = synthesizer.encode_reference(clip, args.ref_text)
+                saved = library.add("Narrator", clip.samples, voice.transcript, voice.codes, settings.codec)
+            project = _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint)
+        elif chapters is not None:
+            project.select_chapters(chapters)
+    render = None
+    if project.settings.candidates > 1:
+        from engine.quality import VerifierModels
+
+        status(f"Quality mode: {project.settings.candidates} takes per segment, loading verifiers…")
+        render = VerifierModels().renderer(project, args.device)
+    progress = _NarrationProgressLine()
+    try:
+        result = narrate(project, synthesizer, on_progress=progress, **({"render": render} if render else {}))
+    except KeyboardInterrupt:
+        progress.end()
+        status(f"Stopped: the finished segments are kept in {args.project}; run the same command to resume.")
+        raise SystemExit(130) from None
+    progress.end()
+    status(f"{result.done + result.needs_check} of {result.total} segments rendered ({result.rendered} this run), "
+           f"{result.audio_s / 60:.1f} min of audio.")
+    for what, count in (("needs-check (hit the length cap or flagged by the verifiers: listen to them)", result.needs_check),
+                        ("failed (regenerate or edit them)", result.failed)):
+        if count:
+            ids = [s.id for _, s in project.segments() if project.status(s) == what.split()[0]]
+            status(f"warning: {count} segment(s) {what}: {', '.join(ids[:10])}{' …' if count > 10 else ''}")
+    if args.export:
+        from engine.narration import export_project
+
+        status(f"Exporting {args.export}…")
+        paths = export_project(project, args.out, args.export, per_chapter=args.per_chapter)
+        status(f"Wrote {len(paths)} file(s): {paths[0]}{' …' if len(paths) > 1 else ''}")
+
+
+def _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint):
+    """Measure the narrator's segment budget on the model, plan the book, write the project."""
+    from engine.narration import create_project, segment_budget
+
+    max_tokens, rate = segment_budget(synthesizer, saved.codes, saved.transcript)
+    project = create_project(args.project, book, saved, settings, max_tokens=max_tokens, tokens_per_char=rate,
+                             chapters=chapters, fingerprint=fingerprint)
+    segments = sum(len(c.segments) for c in project.chapters)
+    status(f"Created project {args.project}: {project.title!r}, {len(project.chapters)} chapter(s), {segments} segments.")
+    return project
+
+
+class _NarrationProgressLine:
+    """Segments done/total, audio seconds and ETA on stderr: one updating line on a tty, else a line every 15 s."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.tty, self.clock, self.last = sys.stderr.isatty(), time.monotonic, -1e9
+
+    def __call__(self, p) -> None:
+        now = self.clock()
+        if self.tty and p.tokens and now - self.last < 0.2:
+            return
+        if not self.tty and (p.tokens or (now - self.last < 15 and p.done < p.total)):
+            return
+        self.last = now
+        eta = "" if p.eta_s is None else f", ETA {int(p.eta_s) // 60}:{int(p.eta_s) % 60:02d}"
+        line = f"Narrating: {p.done}/{p.total} segments, {p.audio_s:.0f} s of audio{eta}"
+        print(f"\r{line}\033[K" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self.tty and self.last > -1e9:
+            print(file=sys.stderr)
