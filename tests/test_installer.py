@@ -70,12 +70,12 @@ def test_inno_setup_script_matches_the_app():
     assert (ISS.parent / bundle.replace("\\", "/")).resolve() == ROOT / "dist" / EXE  # build.py's default
 
 
-def test_per_user_data_folder_is_organization_then_application():
-    from PySide6.QtCore import QCoreApplication
-
+def test_per_user_data_folder_is_organization_then_application(qapp):
+    """(qapp: a QApplication, as the widget tests after this one need: a bare QCoreApplication made
+    here would stay the process's application and abort their first QWidget.)"""
     from app.settings import app_data_dir
 
-    app = QCoreApplication.instance() or QCoreApplication([])
+    app = qapp
     old = app.organizationName(), app.applicationName()
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APP_NAME)
