@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.errors import EngineError, ModelFormatError
+from engine.errors import EngineError
 
 if TYPE_CHECKING:
-    from engine.narration import RenderedTake, SegmentRenderer, TakeJob
+    from engine.narration import SegmentRenderer, TakeJob
     from engine.project import NarrationProject
     from engine.synth import Synthesizer
     from engine.verify import Scores, Verifiers
@@ -127,14 +127,7 @@ class VerifierModels:
         if key not in self._loaded:
             from engine.verify import SpeakerVerifier, WhisperASR
 
-            try:
-                self._loaded[key] = (WhisperASR if kind == "asr" else SpeakerVerifier)(model, device=device)
-            except EngineError:
-                raise
-            except Exception as error:  # e.g. a damaged model.safetensors (safetensors' own error type)
-                name = "Whisper" if kind == "asr" else "speaker"
-                raise ModelFormatError(f"Cannot load the {name} model from {model}: {str(error).splitlines()[0]}; "
-                                       "download it again or choose another in Preferences.") from error
+            self._loaded[key] = (WhisperASR if kind == "asr" else SpeakerVerifier)(model, device=device)
         return self._loaded[key]
 
     def asr(self, model: str | Path, device: str = "auto"):
