@@ -66,4 +66,14 @@ def run_app(argv: list[str] | None = None) -> int:
     window.show()
     app.aboutToQuit.connect(lambda: bridge.shutdown(5.0))
     QTimer.singleShot(0, window.start)  # first-run dialog or model load, after the window is up
-    return app.exec()
+    try:
+        return app.exec()
+    finally:
+        # Delete the window (with every dialog it parents) and the bridge while the QApplication still
+        # exists. Left to Python's garbage collection at return, the order is arbitrary and Qt could
+        # crash on quit ("shared QObject was deleted directly", then a segfault).
+        import shiboken6
+
+        for qobject in (window, bridge):
+            if shiboken6.isValid(qobject):
+                shiboken6.delete(qobject)
