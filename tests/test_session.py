@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import subprocess
 import sys
@@ -19,33 +18,14 @@ from engine.session import (
     LoadModels, ModelsLoaded, Progress, VoiceEncoded, memory_summary,
 )
 
+from engine_events import WAIT_S, EventRecorder
+
 FINAL = (ModelsLoaded, VoiceEncoded, Generated, Exported, Failed, Cancelled)
 TEXT = "Hello there."
-WAIT_S = 300  # only guards against a hang; nothing here is timed
 
 
-class Recorder:
-    """emit() target: records every event and lets the test wait for a job's final event."""
-
-    def __init__(self, on_event=None) -> None:
-        self.events: list[object] = []
-        self._finals: queue.Queue = queue.Queue()
-        self.on_event = on_event
-        self.threads: set[str] = set()
-
-    def __call__(self, event: object) -> None:
-        self.threads.add(threading.current_thread().name)
-        self.events.append(event)
-        if self.on_event is not None:
-            self.on_event(event)
-        if isinstance(event, FINAL):
-            self._finals.put(event)
-
-    def final(self) -> object:
-        return self._finals.get(timeout=WAIT_S)
-
-    def of(self, request_id: str | None) -> list[object]:
-        return [e for e in self.events if getattr(e, "request_id", None) == request_id]
+def Recorder(on_event=None) -> EventRecorder:
+    return EventRecorder(FINAL, on_event)
 
 
 def _choice(tiny_models) -> ModelChoice:

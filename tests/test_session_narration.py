@@ -2,7 +2,6 @@
 segments), throttled progress, cancel keeping finished takes, model switch, export."""
 from __future__ import annotations
 
-import queue
 import threading
 
 import numpy as np
@@ -17,8 +16,9 @@ from engine.session import (
 )
 from engine.voices import VoiceLibrary
 
+from engine_events import EventRecorder
+
 FINAL = (ModelsLoaded, ProjectCreated, Narrated, Exported, Failed, Cancelled)
-WAIT_S = 300  # only guards against a hang
 # A 2 s reference with a long transcript: a low speaking rate keeps the tiny LM's capped takes short.
 TRANSCRIPT = "The quick brown fox jumps over the lazy dog, near the quiet river bank. " * 4
 BOOK = Book("Session Book", "A. Author", (
@@ -27,29 +27,8 @@ BOOK = Book("Session Book", "A. Author", (
 ))
 
 
-class Recorder:
-    """emit() target: keeps every event; final() waits for the next job-ending event."""
-
-    def __init__(self) -> None:
-        self.events: list[object] = []
-        self._finals: queue.Queue = queue.Queue()
-        self.on_event = None
-
-    def __call__(self, event: object) -> None:
-        self.events.append(event)
-        if self.on_event is not None:
-            self.on_event(event)
-        if isinstance(event, FINAL):
-            self._finals.put(event)
-
-    def final(self) -> object:
-        return self._finals.get(timeout=WAIT_S)
-
-    def of(self, request_id: str, kind: type) -> list:
-        return [e for e in self.events if isinstance(e, kind) and getattr(e, "request_id", None) == request_id]
-
-    def count(self, kind: type) -> int:
-        return sum(isinstance(e, kind) for e in self.events)
+def Recorder() -> EventRecorder:
+    return EventRecorder(FINAL)
 
 
 def choice(tiny_models, lm=None) -> ModelChoice:
