@@ -13,7 +13,7 @@ from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QAbstractButton, QComboBox, QLineEdit, QPlainTextEdit  # noqa: E402
 
 from app.bridge import EngineBridge  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
+from gui_session import running_main_window  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from engine.project import NarrationProject  # noqa: E402
 from engine.voices import VoiceLibrary  # noqa: E402
@@ -30,18 +30,10 @@ def main(qtbot, tmp_path, tiny_models):
     settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     settings.voices_folder, settings.device = tmp_path / "voices", "cpu"
     settings.lm, settings.codec, settings.seed = str(tiny_models["lm"]), str(tiny_models["codec"]), 5
-    bridge = EngineBridge()
     library = VoiceLibrary(settings.voices_folder)
     codes = np.random.default_rng(0).integers(0, 65536, 100)
     library.add("Narrator", np.zeros(32000, np.float32), TRANSCRIPT, codes, "tiny")
-    window = MainWindow(bridge, settings, library)
-    qtbot.addWidget(window)
-    window.show()
-    with qtbot.waitSignal(bridge.models_loaded, timeout=WAIT_MS):
-        window.load_models()
-    yield window
-    window.close()
-    assert bridge.shutdown(10.0)
+    yield from running_main_window(qtbot, settings, library)
 
 
 def create_through_dialog(qtbot, main, tmp_path, book_text=BOOK):

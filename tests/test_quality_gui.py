@@ -12,8 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
-from app.bridge import EngineBridge  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
+from gui_session import running_main_window  # noqa: E402
 from app.new_project_dialog import narration_settings  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from engine.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper  # noqa: E402
@@ -30,18 +29,10 @@ def main(qtbot, tmp_path, tiny_models):
     settings.lm, settings.codec = str(tiny_models["lm"]), str(tiny_models["codec"])
     settings.asr = str(tmp_path / "whisper")  # not there yet
     settings.speaker = str(write_tiny_wavlm_sv(tmp_path / "wavlm"))
-    bridge = EngineBridge()
     library = VoiceLibrary(settings.voices_folder)
     library.add("Narrator", np.random.default_rng(1).normal(0, 0.1, 32000).astype(np.float32), TRANSCRIPT,
                 np.random.default_rng(0).integers(0, 65536, 100), "tiny")
-    window = MainWindow(bridge, settings, library)
-    qtbot.addWidget(window)
-    window.show()
-    with qtbot.waitSignal(bridge.models_loaded, timeout=WAIT_MS):
-        window.load_models()
-    yield window
-    window.close()
-    assert bridge.shutdown(10.0)
+    yield from running_main_window(qtbot, settings, library)
 
 
 def test_settings_for_quality_mode(tmp_path):

@@ -1,0 +1,22 @@
+"""The app's main window on a real engine thread with models loaded, for the GUI tests' fixtures."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from app.bridge import EngineBridge
+from app.main_window import MainWindow
+
+WAIT_MS = 300_000  # only guards against a hang; nothing is timed
+
+
+def running_main_window(qtbot, settings, library) -> Iterator[MainWindow]:
+    """Yield a shown MainWindow whose models (settings.lm/codec) have loaded; close it and stop the engine after."""
+    bridge = EngineBridge()
+    window = MainWindow(bridge, settings, library)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(bridge.models_loaded, timeout=WAIT_MS):
+        window.load_models()
+    yield window
+    window.close()
+    assert bridge.shutdown(10.0)
