@@ -82,7 +82,7 @@ class EngineBridge(QObject):
         return request_id
 
     def generate(self, text: str, voice, params: SamplingParams) -> str:
-        """Speak text in voice (engine.synth.Voice or None); chunk_ready while it runs, then generated."""
+        """Speak text in voice (engine.speech.synth.Voice or None); chunk_ready while it runs, then generated."""
         request_id = self._next_id()
         self._session.submit(self._session_module.Generate(request_id, text, voice, params))
         return request_id
@@ -100,7 +100,7 @@ class EngineBridge(QObject):
         return request_id
 
     def create_project(self, folder: Path, book, voice, settings, chapters: tuple[int, ...] | None = None) -> str:
-        """Plan a book (engine.book_import.Book) for a SavedVoice with NarrationSettings and write a new
+        """Plan a book (engine.book.importer.Book) for a SavedVoice with NarrationSettings and write a new
         project folder; answered by project_created or failed."""
         request_id = self._next_id()
         self._session.submit(self._session_module.CreateProject(request_id, Path(folder), book, voice, settings,

@@ -27,8 +27,8 @@ from app.script_view import ScriptView
 from app.transcription import AutoTranscriber
 from app.settings import AppSettings, SettingsDialog
 from app.voice_panel import VoicePanel
-from engine import audio
-from engine.audio import FRAME_RATE, SAMPLE_RATE
+from engine.audio import clip as audio
+from engine.audio.clip import FRAME_RATE, SAMPLE_RATE
 from engine.errors import EngineError
 from engine.voices import SavedVoice, VoiceLibrary
 
@@ -186,7 +186,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def start(self) -> None:
         """After the window is up: load the configured models, or open the Models dialog first time."""
-        from engine.models import resolve_model  # no torch; only looks on disk
+        from engine.models.resolve import resolve_model  # no torch; only looks on disk
 
         try:
             choice = self.settings.to_model_choice()

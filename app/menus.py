@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QAbstractButton, QApplication, QComboBox, QFileDia
 
 from app.resources import app_icon
 from app.settings import logs_folder
-from engine import audio
+from engine.audio import clip as audio
 
 APP_TITLE = "Llasa Studio"
 TEXT_SUFFIXES = (".txt", ".md")

@@ -16,10 +16,10 @@ from PySide6.QtWidgets import (
     QLabel, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
 )
 
-from engine import downloads
+from engine.models import downloads
 from engine.config import ModelChoice
 from engine.errors import CancelledError, EngineError, HubUnreachableError
-from engine.models import check_codec_folder, check_lm_folder
+from engine.models.resolve import check_codec_folder, check_lm_folder
 
 log = logging.getLogger("llasa.app")
 

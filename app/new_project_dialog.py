@@ -15,10 +15,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.voice_library_view import named, named_button, row
-from engine.book_import import BOOK_SUFFIXES, Book, import_book
+from engine.book.importer import BOOK_SUFFIXES, Book, import_book
 from engine.errors import EngineError
-from engine.project import NarrationSettings
-from engine.quality import verifier_problem
+from engine.book.project import NarrationSettings
+from engine.book.quality import verifier_problem
 from engine.voices import VoiceLibrary
 
 APP_TITLE = "Llasa Studio"

@@ -8,8 +8,8 @@ from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QStyle, QToolButton, QWidget
 
 from app.waveform import WaveformView
-from engine import devices
-from engine.audio import SAMPLE_RATE
+from engine.audio import devices
+from engine.audio.clip import SAMPLE_RATE
 from engine.errors import EngineError
 
 log = logging.getLogger("llasa.app")
@@ -25,7 +25,7 @@ def format_time(seconds: float) -> str:
 class PlayerWidget(QWidget):
     """Transport for one take: a finished clip (set_audio) or a live stream (append_chunk/end_stream).
 
-    Plays through engine.devices; when audio output is unavailable the transport is disabled and its
+    Plays through engine.audio.devices; when audio output is unavailable the transport is disabled and its
     tooltip says why, while the waveform still shows the take (so it can be exported).
     """
 

@@ -18,7 +18,7 @@ from app.player import PlayerWidget
 from app.segment_table import STATUS_TEXT, SegmentTable, score_tip
 from app.voice_library_view import named, named_button, row
 from engine.errors import EngineError
-from engine.project import PENDING, NarrationProject, Segment
+from engine.book.project import PENDING, NarrationProject, Segment
 
 log = logging.getLogger("llasa.app")
 def format_eta(seconds: float) -> str:
@@ -40,7 +40,7 @@ class ProjectWindow(QMainWindow):
         self._rendering: str | None = None  # the segment being rendered
         self._eta: float | None = None
         self.last_message: QMessageBox | None = None
-        self.last_result = None  # the last run's engine.narration.NarrationResult
+        self.last_result = None  # the last run's engine.book.narration.NarrationResult
         self.setWindowTitle(f"{project.title} — Llasa Studio narration")
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.resize(1100, 720)

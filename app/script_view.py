@@ -10,7 +10,7 @@ from pathlib import Path
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from engine.audio import FRAME_RATE
+from engine.audio.clip import FRAME_RATE
 from engine.config import CONTEXT_WINDOW
 
 CHARS_PER_SECOND = 14.0  # typical read speech (~150 words/min); only for the length estimate

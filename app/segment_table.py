@@ -9,8 +9,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem, QWidget
 
-from engine.project import DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, Segment, TakeRecord
-from engine.quality import describe_scores, error_label
+from engine.book.project import DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, Segment, TakeRecord
+from engine.book.quality import describe_scores, error_label
 
 RENDERING = "rendering"  # shown while the engine renders the segment (not a stored status)
 STATUS_TEXT = {PENDING: "pending", DONE: "done", NEEDS_CHECK: "needs check", FAILED: "failed",

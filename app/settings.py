@@ -12,10 +12,10 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from engine import devices
+from engine.audio import devices
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS, ModelChoice, SamplingParams
 from engine.errors import EngineError
-from engine.verify import DEFAULT_ASR, DEFAULT_SPEAKER
+from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
 
 _DEFAULT_SAMPLING = SamplingParams()
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

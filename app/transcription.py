@@ -1,7 +1,7 @@
 """Auto-transcription of the reference clip: the voice panel's button, the Whisper chosen in the
 settings (AppSettings.asr) and the engine thread's Transcribe job, wired together.
 
-The button is enabled only when that Whisper is on disk (engine.quality.verifier_problem: no download,
+The button is enabled only when that Whisper is on disk (engine.book.quality.verifier_problem: no download,
 no weights read); otherwise its tooltip says what to download. The answer fills the transcript
 field, which stays editable. Errors are shown as messages.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from PySide6.QtCore import QObject, Slot
 
-from engine.quality import verifier_problem
+from engine.book.quality import verifier_problem
 
 
 class AutoTranscriber(QObject):

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
     QPushButton, QVBoxLayout, QWidget,
 )
 
-from engine.audio import load_audio
+from engine.audio.clip import load_audio
 from engine.errors import EngineError
 from engine.voices import SavedVoice, VoiceLibrary
 

@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
 
 from app.voice_library_view import VoiceLibraryView, attempt, named, named_button, row
 from app.waveform import WaveformView
-from engine import devices
-from engine.audio import SAMPLE_RATE, load_reference, quality_hints
+from engine.audio import devices
+from engine.audio.clip import SAMPLE_RATE, load_reference, quality_hints
 from engine.errors import EngineError
 from engine.voices import SavedVoice, VoiceLibrary
 

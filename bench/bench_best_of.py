@@ -1,10 +1,10 @@
 """Cost of verifier-picked takes: N = 1, 2, 4, 8 candidates in one batch vs N = 1, and verifier speed.
 
-For each N, engine.fast_lm.FastDecoder draws N takes of --new-tokens codes after the same prompt as
+For each N, engine.lm.decoder.FastDecoder draws N takes of --new-tokens codes after the same prompt as
 one batch; each take is decoded by the codec (reference codes in front, as Synthesizer.decode does)
-and scored by the verifiers (engine.verify: Whisper ASR + WavLM x-vector similarity). Weights are
+and scored by the verifiers (engine.verify.scoring: Whisper ASR + WavLM x-vector similarity). Weights are
 random (bench_decode.py's Llasa-shaped LM and X-Codec2; Whisper-small- and WavLM-base-plus-sv-shaped
-verifiers from engine.tiny_verifiers): random weights cost what real ones cost, except that the ASR
+verifiers from engine.models.tiny_verifiers): random weights cost what real ones cost, except that the ASR
 on random weights always runs to its token cap (a real one stops at the end of the sentence), so its
 time is an upper bound. Prints a table and writes JSON. See bench/README.md.
 
@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_decode import RECIPE, SHAPES, build_codec, build_lm, make_prompt, sync  # noqa: E402
-from engine.audio import FRAME_RATE, HOP_LENGTH, SAMPLE_RATE  # noqa: E402
-from engine.fast_lm import FastDecoder  # noqa: E402
-from engine.tiny_verifiers import (WAVLM_BASE_SHAPES, WHISPER_SMALL_SHAPES, write_tiny_wavlm_sv,  # noqa: E402
+from engine.audio.clip import FRAME_RATE, HOP_LENGTH, SAMPLE_RATE  # noqa: E402
+from engine.lm.decoder import FastDecoder  # noqa: E402
+from engine.models.tiny_verifiers import (WAVLM_BASE_SHAPES, WHISPER_SMALL_SHAPES, write_tiny_wavlm_sv,  # noqa: E402
                                    write_tiny_whisper)
-from engine.verify import Verifiers  # noqa: E402
+from engine.verify.scoring import Verifiers  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog, near the quiet river bank."
 

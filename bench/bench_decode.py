@@ -1,9 +1,9 @@
-"""Decode speed: the model-card recipe (`model.generate`) vs engine.fast_lm.FastDecoder, same process.
+"""Decode speed: the model-card recipe (`model.generate`) vs engine.lm.decoder.FastDecoder, same process.
 
 Full-size random Llasa-shaped weights are built in memory (random weights cost what real ones
 cost), with a tokenizer-free 400-token prompt whose speech part is the voice reference. Both paths
 generate N tokens after the same prompt; a random-weight decode-only X-Codec2 turns the codes into
-audio (the recipe: one decode after generation; the fast loop: engine.stream.StreamingDecoder while
+audio (the recipe: one decode after generation; the fast loop: engine.speech.stream.StreamingDecoder while
 generating). Prints a table and writes JSON. See bench/README.md.
 
     python bench/bench_decode.py --size 1b --quant nf4 bf16 --new-tokens 500 --out bench/1b.json
@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.audio import FRAME_RATE  # noqa: E402
+from engine.audio.clip import FRAME_RATE  # noqa: E402
 from engine.config import SamplingParams  # noqa: E402
-from engine.fast_lm import FastDecoder  # noqa: E402
-from engine.lm import LlasaLM  # noqa: E402
-from engine.tokens import SpeechTokens  # noqa: E402
+from engine.lm.decoder import FastDecoder  # noqa: E402
+from engine.lm.loading import LlasaLM  # noqa: E402
+from engine.lm.tokens import SpeechTokens  # noqa: E402
 
 VOCAB = 193_800  # Llama-3's 128,256 + 8 Llasa tags + 65,536 speech tokens
 SHAPES = {  # /work/shared/reference/baselines.md; "tiny" is for CPU smoke runs
@@ -119,7 +119,7 @@ def run_recipe(lm: LlasaLM, codec, prompt: list[int], prefix: list[int], n: int)
 
 
 def run_fast(decoder: FastDecoder, codec, prompt: list[int], prefix: list[int], n: int) -> dict:
-    from engine.stream import StreamingDecoder
+    from engine.speech.stream import StreamingDecoder
 
     lm = decoder.lm
     t0 = time.perf_counter()

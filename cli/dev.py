@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_tiny_models(args: argparse.Namespace) -> None:
-    from engine.tiny_models import write_tiny_models
+    from engine.models.tiny import write_tiny_models
 
     lm_dir, codec_dir = write_tiny_models(args.dir, seed=args.seed)
     status(f"Wrote a tiny random Llasa LM to {lm_dir} and a tiny random X-Codec2 to {codec_dir}.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cli.common import status
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
-from engine.verify import DEFAULT_ASR, DEFAULT_SPEAKER
+from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ _NARRATE_SETTINGS = ("lm", "codec", "quant", "seed", "temperature", "top_p", "to
 
 def _quality_defaults(given: dict) -> dict:
     """--candidates N without verifier options: Whisper by default, the speaker model when downloaded; 'none' = off."""
-    from engine.quality import verifier_problem
+    from engine.book.quality import verifier_problem
 
     if given.get("candidates", 1) > 1:
         given.setdefault("asr", DEFAULT_ASR)
@@ -61,10 +61,10 @@ def _run_narrate(args: argparse.Namespace) -> None:
     import secrets
     import tempfile
 
-    from engine.book_import import import_book
+    from engine.book.importer import import_book
     from engine.errors import InputTextError, ProjectError, SettingsError
-    from engine.narration import narrate, parse_chapter_spec
-    from engine.project import PROJECT_FILE, NarrationProject, NarrationSettings
+    from engine.book.narration import narrate, parse_chapter_spec
+    from engine.book.project import PROJECT_FILE, NarrationProject, NarrationSettings
     from engine.voices import VoiceLibrary
 
     # Everything that can be checked without models is checked first; nothing is written before.
@@ -110,13 +110,13 @@ def _run_narrate(args: argparse.Namespace) -> None:
         clip, library = None, VoiceLibrary(Path(scratch))  # the narrator, checked before the models load
         saved = library.import_file(args.voice) if creating and args.voice else None
         if creating and args.ref:
-            from engine.audio import load_reference
+            from engine.audio.clip import load_reference
 
             clip = load_reference(args.ref)
             for warning in clip.warnings:
                 status(f"warning: {warning}")
 
-        from engine.synth import Synthesizer
+        from engine.speech.synth import Synthesizer
 
         status("Loading models…")
         synthesizer = Synthesizer.load(settings.model_choice(args.device), with_encoder=clip is not None)
@@ -131,7 +131,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
             project.select_chapters(chapters)
     render = None
     if project.settings.candidates > 1:
-        from engine.quality import VerifierModels
+        from engine.book.quality import VerifierModels
 
         status(f"Quality mode: {project.settings.candidates} takes per segment, loading verifiers…")
         render = VerifierModels().renderer(project, args.device)
@@ -151,7 +151,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
             ids = [s.id for _, s in project.segments() if project.status(s) == what.split()[0]]
             status(f"warning: {count} segment(s) {what}: {', '.join(ids[:10])}{' …' if count > 10 else ''}")
     if args.export:
-        from engine.narration import export_project
+        from engine.book.narration import export_project
 
         status(f"Exporting {args.export}…")
         paths = export_project(project, args.out, args.export, per_chapter=args.per_chapter)
@@ -160,7 +160,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
 
 def _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint):
     """Measure the narrator's segment budget on the model, plan the book, write the project."""
-    from engine.narration import create_project, segment_budget
+    from engine.book.narration import create_project, segment_budget
 
     max_tokens, rate = segment_budget(synthesizer, saved.codes, saved.transcript)
     project = create_project(args.project, book, saved, settings, max_tokens=max_tokens, tokens_per_char=rate,

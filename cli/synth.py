@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cli.common import status
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
-from engine.verify import DEFAULT_ASR, DEFAULT_SPEAKER
+from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
 
 
 def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,11 +47,11 @@ def add_transcribe_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from engine.audio import check_output_path, load_reference, write_audio
+    from engine.audio.clip import check_output_path, load_reference, write_audio
     from engine.config import ModelChoice, SamplingParams
     from engine.errors import InputTextError, SettingsError
-    from engine.devices import StreamPlayer
-    from engine.synth import Synthesizer, read_text_file
+    from engine.audio.devices import StreamPlayer
+    from engine.speech.synth import Synthesizer, read_text_file
 
     # Everything that can be checked without models is checked first: bad input fails in milliseconds.
     text = args.text if args.text is not None else read_text_file(args.text_file)
@@ -121,9 +121,9 @@ def _synth_best_of(args, synthesizer, text, voice, params, clip, progress) -> No
     import os
     import tempfile
 
-    from engine.audio import write_audio
-    from engine.best_of import render_best_of
-    from engine.verify import Verifiers
+    from engine.audio.clip import write_audio
+    from engine.speech.best_of import render_best_of
+    from engine.verify.scoring import Verifiers
 
     asr = None if args.asr.lower() == "none" else args.asr
     speaker = None if args.speaker_model.lower() == "none" or clip is None else args.speaker_model
@@ -155,8 +155,8 @@ def _synth_best_of(args, synthesizer, text, voice, params, clip, progress) -> No
 
 
 def _run_transcribe(args: argparse.Namespace) -> None:
-    from engine.audio import load_audio
-    from engine.verify import WhisperASR
+    from engine.audio.clip import load_audio
+    from engine.verify.scoring import WhisperASR
 
     wave = load_audio(args.clip)
     status("Loading Whisper…")

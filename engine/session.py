@@ -5,8 +5,8 @@ called on the engine thread (the GUI's bridge re-emits them as Qt signals). torc
 engine thread only, so importing this module is cheap. Every job ends with exactly one final event:
 ModelsLoaded / VoiceEncoded / Generated / Transcribed / Exported, Failed (with a message a user can read) or
 Cancelled (and nothing else after it). Transcribe -> Transcribed uses a Whisper kept on this thread
-(engine.quality.VerifierModels, shared with quality-mode narration). Narration-project jobs (CreateProject, Narrate, ExportProject
-and their events ProjectCreated, NarrationProgressed, Narrated) live in engine.project_jobs and are
+(engine.book.quality.VerifierModels, shared with quality-mode narration). Narration-project jobs (CreateProject, Narrate, ExportProject
+and their events ProjectCreated, NarrationProgressed, Narrated) live in engine.book.jobs and are
 re-exported here; they load the project's models first when others are loaded.
 """
 from __future__ import annotations
@@ -23,23 +23,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE
+from engine.audio.clip import SAMPLE_RATE
 from engine.config import ModelChoice, SamplingParams
 from engine.errors import CancelledError, EngineError, InputTextError, ReferenceAudioError
-from engine.quality import VerifierModels
-from engine.verify import DEFAULT_ASR
-from engine.project_jobs import (  # noqa: F401 (re-exported: the session's job and event types)
+from engine.book.quality import VerifierModels
+from engine.verify.scoring import DEFAULT_ASR
+from engine.events import (  # noqa: F401 (re-exported)
+    AudioChunk, Cancelled, Exported, Failed, Generated, ModelsLoaded, Progress, Transcribed, VoiceEncoded,
+)
+from engine.book.jobs import (  # noqa: F401 (re-exported: the session's job and event types)
     PROJECT_JOBS, CreateProject, ExportProject, Narrate, Narrated, NarrationProgressed, ProjectCreated,
     run_project_job,
 )
 
 if TYPE_CHECKING:
-    from engine.synth import Synthesizer, Voice
+    from engine.speech.synth import Synthesizer, Voice
 
 log = logging.getLogger("llasa.engine")
 
 PROGRESS_EVERY = 25  # tokens between Progress events while generating (half a second of speech)
-MIN_REFERENCE_S = 1.0  # shortest clip EncodeVoice accepts (as engine.audio.load_reference)
+MIN_REFERENCE_S = 1.0  # shortest clip EncodeVoice accepts (as engine.audio.clip.load_reference)
 
 
 # ---- jobs (GUI -> engine) ----
@@ -88,66 +91,6 @@ class ExportAudio:
     request_id: str
     wave: np.ndarray
     path: str | Path
-
-
-# ---- events (engine -> GUI) ----
-@dataclass(frozen=True)
-class ModelsLoaded:
-    device: str  # "NVIDIA GeForce RTX 4090" or "CPU"
-    lm: str  # the LM as chosen (repo id or folder)
-    quantization: str  # "4bit" | "8bit" | "bf16" | "fp32"
-    notices: tuple[str, ...]  # things the user should know, e.g. a CPU fallback
-
-
-@dataclass(frozen=True)
-class Progress:
-    request_id: str | None
-    stage: str  # "load" | "encode" | "generate"
-    done: int
-    total: int  # for "generate": the token budget (the model usually stops earlier)
-
-
-@dataclass(frozen=True)
-class VoiceEncoded:
-    request_id: str
-    voice: "Voice"
-
-
-@dataclass(frozen=True)
-class AudioChunk:
-    request_id: str
-    samples: np.ndarray  # float32 [n] at 16 kHz, the next piece of the generated speech
-
-
-@dataclass(frozen=True)
-class Generated:
-    request_id: str
-    audio: np.ndarray  # float32 [codes * 320] at 16 kHz: exactly the AudioChunks concatenated
-    codes: tuple[int, ...]
-    warnings: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Transcribed:
-    request_id: str
-    text: str  # what Whisper heard ("" for silence)
-
-
-@dataclass(frozen=True)
-class Exported:
-    request_id: str
-    path: Path
-
-
-@dataclass(frozen=True)
-class Failed:
-    request_id: str | None
-    message: str  # one line for a dialog; never a traceback
-
-
-@dataclass(frozen=True)
-class Cancelled:
-    request_id: str | None
 
 
 _STOP = object()
@@ -251,7 +194,7 @@ class EngineSession:
         elif isinstance(job, Generate):
             self._generate(job, cancel)
         elif isinstance(job, ExportAudio):
-            from engine.audio import write_audio
+            from engine.audio.clip import write_audio
 
             write_audio(job.path, job.wave)
             self._emit(Exported(job.request_id, Path(job.path)))
@@ -274,7 +217,7 @@ class EngineSession:
         return self._choice.device if self._choice else "auto"
 
     def _models_for(self, settings, request_id: str) -> "Synthesizer":
-        """The models a project (engine.project.NarrationSettings) is narrated with, loaded first
+        """The models a project (engine.book.project.NarrationSettings) is narrated with, loaded first
         (ModelsLoaded, Progress with this request id) when none or others are loaded."""
         wanted = settings.model_choice(self._choice.device if self._choice else "auto")
         if self._synth is None or self._choice != wanted:
@@ -284,7 +227,7 @@ class EngineSession:
     def _load(self, job: LoadModels, request_id: str | None = None) -> None:
         import torch
 
-        from engine.synth import Synthesizer
+        from engine.speech.synth import Synthesizer
 
         self._emit(Progress(request_id, "load", 0, 1))
         if self._synth is not None:  # free the old models (and verifiers) before loading new ones
@@ -300,7 +243,7 @@ class EngineSession:
         self._emit(ModelsLoaded(name, str(job.choice.lm), synth.lm.quantization, tuple(synth.notices)))
 
     def _encode(self, job: EncodeVoice) -> None:
-        from engine.audio import ReferenceClip
+        from engine.audio.clip import ReferenceClip
         synth = self._models()
         if not job.transcript.strip():
             raise InputTextError("The reference transcript is empty: type exactly what the reference clip says.")

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
-from engine.audio import SAMPLE_RATE
+from engine.audio.clip import SAMPLE_RATE
 from engine.errors import InputTextError, ModelFormatError, OutputFileError, UnsupportedAudioError
 
 if TYPE_CHECKING:
-    from engine.synth import Voice
+    from engine.speech.synth import Voice
 
 FORMAT_VERSION = 1
 EXTENSION = ".llasavoice"
@@ -62,7 +62,7 @@ class SavedVoice:
 
     def to_voice(self) -> "Voice":
         """The engine's Voice (imports the engine, hence torch, only when called)."""
-        from engine.synth import Voice
+        from engine.speech.synth import Voice
 
         return Voice(codes=self.codes, transcript=self.transcript)
 

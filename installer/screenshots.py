@@ -57,7 +57,7 @@ def take_screenshots(out: Path, work: Path) -> list[Path]:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest_audio import null_sink_server
 
-    from engine.tiny_models import write_tiny_models
+    from engine.models.tiny import write_tiny_models
 
     lm, codec = write_tiny_models(work / "tiny")
     clip = _speech_clip(work)
@@ -69,8 +69,8 @@ def take_screenshots(out: Path, work: Path) -> list[Path]:
         from app.main_window import MainWindow
         from app.models_dialog import ModelsDialog
         from app.settings import AppSettings
-        from engine.audio import load_audio
-        from engine.devices import play_audio
+        from engine.audio.clip import load_audio
+        from engine.audio.devices import play_audio
         from engine.voices import VoiceLibrary
 
         app = QApplication([sys.argv[0]])
@@ -120,7 +120,7 @@ def take_screenshots(out: Path, work: Path) -> list[Path]:
 def _project_shot(out: Path, work: Path, window, settings) -> Path:
     """A two-chapter book narrated up to the end of chapter one, its second segment selected."""
     from app.new_project_dialog import narration_settings
-    from engine.book_import import import_book
+    from engine.book.importer import import_book
 
     book = work / "The Clock Book.txt"
     book.write_text("Chapter One\n\nIt was a bright cold day in April.\n\nThe clocks were striking thirteen.\n\n"

@@ -132,7 +132,7 @@ def pulse_null_sink(tmp_path_factory) -> Iterator[PulseNullSink]:
 
 def _check_portaudio_sees_it() -> None:
     """Skip with the reason when PortAudio cannot reach the server through ALSA's pulse plugin."""
-    from engine.devices import audio_unavailable_reason, list_devices, refresh_devices
+    from engine.audio.devices import audio_unavailable_reason, list_devices, refresh_devices
 
     reason = audio_unavailable_reason()
     if reason is not None and "PortAudio is not installed" in reason:

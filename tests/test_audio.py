@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import (
+from engine.audio.clip import (
     SAMPLE_RATE,
     ReferenceClip,
     check_output_path,

@@ -1,6 +1,6 @@
 """Verifier-picked takes (ORM best-of-N, PRM beam search) end to end on tiny random models, CLI included.
 
-Tiny random verifiers (engine.tiny_verifiers) run the real scoring code; their scores mean nothing,
+Tiny random verifiers (engine.models.tiny_verifiers) run the real scoring code; their scores mean nothing,
 so these tests check the mechanics: batch == single runs, the pick is a ranked candidate, takes carry
 their scores, the beam search runs and reports its cost. The ranking itself is proven in test_verify.
 """
@@ -17,16 +17,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.audio import load_reference
-from engine.best_of import render_beam_search, render_best_of
+from engine.audio.clip import load_reference
+from engine.speech.best_of import render_beam_search, render_best_of
 from engine.config import ModelChoice, SamplingParams
 from engine.errors import CancelledError, SettingsError
-from engine.fast_lm import FastDecoder
-from engine.lm import generate_codes
-from engine.prompt import build_prompt
-from engine.synth import Synthesizer, Voice
-from engine.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper
-from engine.verify import Verifiers, rank
+from engine.lm.decoder import FastDecoder
+from engine.lm.reference import generate_codes
+from engine.lm.prompt import build_prompt
+from engine.speech.synth import Synthesizer, Voice
+from engine.models.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper
+from engine.verify.scoring import Verifiers, rank
 
 ROOT = Path(__file__).resolve().parents[1]
 REF_TEXT = "The quick brown fox jumps over the lazy dog, near the quiet river bank."

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.book_import import import_book, strip_markdown
+from engine.book.importer import import_book, strip_markdown
 from engine.errors import BookImportError, DrmProtectedError
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # the cover's bytes only need to come back unchanged

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import SeamlessM4TFeatureExtractor
 
-from engine.audio import HOP_LENGTH
+from engine.audio.clip import HOP_LENGTH
 from engine.codec import CodecConfig, XCodec2
 from engine.codec.fsq import CODEBOOK_SIZE, FiniteScalarQuantizer
 from engine.codec.model import DECODER_PREFIXES

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig
 
-from engine.audio import HOP_LENGTH, SAMPLE_RATE
+from engine.audio.clip import HOP_LENGTH, SAMPLE_RATE
 from engine.codec.encoder import AcousticEncoder, SemanticEncoder
 from engine.codec.semantic import (
     SEMANTIC_LAYER,

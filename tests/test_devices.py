@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.audio import SAMPLE_RATE
-from engine.devices import AudioDevice, Recorder, StreamPlayer, list_devices, play_audio
+from engine.audio.clip import SAMPLE_RATE
+from engine.audio.devices import AudioDevice, Recorder, StreamPlayer, list_devices, play_audio
 from engine.errors import AudioDeviceError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_without_portaudio_everything_says_so(no_portaudio_path):
     """sounddevice raises OSError when libportaudio is missing (see the no_portaudio_path fixture)."""
     script = textwrap.dedent("""
         import sys
-        from engine import devices
+        from engine.audio import devices
         from engine.errors import AudioDeviceError
         print(devices.audio_unavailable_reason())
         for make in (devices.list_devices, devices.Recorder, devices.StreamPlayer, lambda: devices.play_audio([0.0])):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.downloads import (
+from engine.models.downloads import (
     CATALOG, CONSENT_NOTICE, LICENCE_NOTICE, catalog_entry, download, installed_path,
 )
 from engine.errors import CancelledError, HubUnreachableError, ModelNotFoundError
@@ -182,7 +182,7 @@ def test_catalog_and_notices():
 
 
 def test_downloads_module_does_not_import_torch():
-    code = "import sys, engine.downloads; print('torch' in sys.modules)"
+    code = "import sys, engine.models.downloads; print('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 
 from engine.errors import CancelledError, ExportError, OutputFileError
-from engine.export import BookMetadata, ChapterAudio, chapter_file_name, export_book, export_chapters
-from engine.loudness import integrated_loudness, limit_peaks
+from engine.book.export import BookMetadata, ChapterAudio, chapter_file_name, export_book, export_chapters
+from engine.book.loudness import integrated_loudness, limit_peaks
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()

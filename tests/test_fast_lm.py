@@ -1,4 +1,4 @@
-"""The fast decode loop against the plain loop (engine.lm.generate_codes), on the tiny random Llasa LM.
+"""The fast decode loop against the plain loop (engine.lm.loading.generate_codes), on the tiny random Llasa LM.
 
 Greedy decoding must give the same codes token for token, one sequence or a batch; the end token
 must stop a sequence exactly where the plain loop stops; cancel and max_new_tokens are honoured.
@@ -16,10 +16,11 @@ import torch
 
 from engine.config import SamplingParams
 from engine.errors import SettingsError
-from engine.fast_lm import FastDecoder
-from engine.lm import generate_codes, load_lm
-from engine.prompt import build_prompt
-from engine.tiny_lm import write_tiny_lm
+from engine.lm.decoder import FastDecoder
+from engine.lm.loading import load_lm
+from engine.lm.reference import generate_codes
+from engine.lm.prompt import build_prompt
+from engine.lm.tiny import write_tiny_lm
 
 GREEDY = SamplingParams(temperature=0)
 PENALIZED = SamplingParams(temperature=0, repetition_penalty=1.3)

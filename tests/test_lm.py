@@ -19,8 +19,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from engine.config import SamplingParams
 from engine.errors import DeviceError, ModelFormatError
-from engine.lm import CPU_NOTICE, generate_codes, load_lm
-from engine.prompt import build_prompt
+from engine.lm.loading import CPU_NOTICE, load_lm
+from engine.lm.reference import generate_codes
+from engine.lm.prompt import build_prompt
 
 
 @pytest.fixture(scope="module")

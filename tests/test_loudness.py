@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engine.loudness import (
+from engine.book.loudness import (
     Biquad,
     LoudnessMeter,
     gain_to,

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from engine.errors import ModelFormatError, ModelNotFoundError
-from engine.models import check_codec_folder, check_lm_folder, resolve_model
+from engine.models.resolve import check_codec_folder, check_lm_folder, resolve_model
 
 
 def _lm_folder(tmp_path, weights="model.safetensors"):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.project import NarrationProject, PENDING
+from engine.book.project import NarrationProject, PENDING
 from engine.voices import VoiceLibrary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def test_ten_thousand_words_narrate_and_export_with_flat_memory(tiny_models, tmp
 def test_quality_mode_from_the_cli_scores_every_take(tiny_models, tmp_path, voice_file):
     """--candidates 2 with a (tiny, random) Whisper: every segment's take is the verifiers' pick of 2, its
     .json carries the scores, and a resumed run keeps the project's quality settings."""
-    from engine.tiny_verifiers import write_tiny_whisper
+    from engine.models.tiny_verifiers import write_tiny_whisper
 
     whisper = write_tiny_whisper(tmp_path / "whisper")
     book = write_book(tmp_path / "book.txt", 60, 1)

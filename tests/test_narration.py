@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.book_import import Book, Chapter
+from engine.book.importer import Book, Chapter
 from engine.config import ModelChoice
 from engine.errors import ProjectError, TextTooLongError
-from engine.narration import (
+from engine.book.narration import (
     DONE, FAILED, NEEDS_CHECK, PENDING, RenderedTake, create_project, export_project, narrate, parse_chapter_spec,
     plan_segments, segment_budget, segment_cap, synthesize_take,
 )
-from engine.project import NarrationProject, NarrationSettings
-from engine.text import normalize
+from engine.book.project import NarrationProject, NarrationSettings
+from engine.text.pipeline import normalize
 from engine.voices import VoiceLibrary
 
 # A 2 s "clip" with a long transcript: a low speaking rate keeps the tiny LM's capped takes short.
@@ -29,7 +29,7 @@ BOOK = Book("Test Book", "A. Author", (
 
 @pytest.fixture(scope="module")
 def synthesizer(tiny_models):
-    from engine.synth import Synthesizer
+    from engine.speech.synth import Synthesizer
 
     return Synthesizer.load(ModelChoice(str(tiny_models["lm"]), str(tiny_models["codec"]), device="cpu"))
 

@@ -1,4 +1,4 @@
-"""PlayerWidget: shows takes, plays them through engine.devices, or says why it cannot."""
+"""PlayerWidget: shows takes, plays them through engine.audio.devices, or says why it cannot."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,8 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from app.player import PlayerWidget, format_time  # noqa: E402
-from engine import devices  # noqa: E402
-from engine.audio import SAMPLE_RATE  # noqa: E402
+from engine.audio import devices  # noqa: E402
+from engine.audio.clip import SAMPLE_RATE  # noqa: E402
 
 
 def tone(seconds: float, hz: float = 440.0) -> np.ndarray:
@@ -77,7 +77,7 @@ def test_plays_a_short_clip_or_is_disabled_with_the_reason(qtbot, player, audio_
     player.play_toggled.connect(toggles.append)
     player.play_button.click()
     assert player.is_playing() and player.stop_button.isEnabled() and toggles == [True]
-    stream = player._player  # the engine.devices.StreamPlayer playing it
+    stream = player._player  # the engine.audio.devices.StreamPlayer playing it
     qtbot.waitUntil(lambda: not player.is_playing(), timeout=10_000)
     assert toggles == [True, False]  # started, played out
     assert stream.position_s == pytest.approx(0.4)  # every sample went to the device

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QAbstractButton, QComboBox, QLineEdit, QPlainTextE
 from app.bridge import EngineBridge  # noqa: E402
 from gui_session import running_main_window  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
-from engine.project import NarrationProject  # noqa: E402
+from engine.book.project import NarrationProject  # noqa: E402
 from engine.voices import VoiceLibrary  # noqa: E402
 
 WAIT_MS = 300_000  # only guards against a hang; nothing is timed

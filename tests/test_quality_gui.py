@@ -15,7 +15,7 @@ from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from gui_session import running_main_window  # noqa: E402
 from app.new_project_dialog import narration_settings  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
-from engine.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper  # noqa: E402
+from engine.models.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper  # noqa: E402
 from engine.voices import VoiceLibrary  # noqa: E402
 
 WAIT_MS = 300_000  # only guards against a hang

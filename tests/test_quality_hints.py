@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.audio import SAMPLE_RATE, quality_hints
+from engine.audio.clip import SAMPLE_RATE, quality_hints
 
 
 def _noise(n: int, level_db: float) -> np.ndarray:

@@ -2,7 +2,7 @@
 take, segments above the error limit flagged needs-check; old project files still open.
 
 No real Whisper/WavLM weights can exist here: the tiny random models of the same classes
-(engine.tiny_verifiers) run the real loading and scoring code. Their transcripts are gibberish, so
+(engine.models.tiny_verifiers) run the real loading and scoring code. Their transcripts are gibberish, so
 every take's WER is high and the segments are honestly flagged; the flag rule itself is tested on
 exact numbers.
 """
@@ -16,19 +16,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.best_of import render_best_of
-from engine.book_import import Book, Chapter
+from engine.speech.best_of import render_best_of
+from engine.book.importer import Book, Chapter
 from engine.config import ModelChoice
 from engine.errors import SettingsError
-from engine.narration import TakeJob, create_project, segment_cap
-from engine.project import DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, TakeRecord
-from engine.quality import VerifierModels, describe_scores, error_label, flatten_scores, reference_audio
+from engine.book.narration import TakeJob, create_project, segment_cap
+from engine.book.project import DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, TakeRecord
+from engine.book.quality import VerifierModels, describe_scores, error_label, flatten_scores, reference_audio
 from engine.session import (
     CreateProject, EngineSession, Failed, LoadModels, ModelsLoaded, Narrate, Narrated, ProjectCreated, Transcribe,
     Transcribed,
 )
-from engine.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper
-from engine.verify import Scores, Verifiers, WhisperASR
+from engine.models.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper
+from engine.verify.scoring import Scores, Verifiers, WhisperASR
 from engine.voices import VoiceLibrary
 
 WAIT_S = 300  # only guards against a hang
@@ -169,8 +169,8 @@ def test_quality_project_renders_best_of_n_and_flags(tmp_path, tiny_models, veri
 
     # The stored take is the ranking's pick among the N candidates of that seed (same job, run directly).
     from engine.config import CONTEXT_WINDOW
-    from engine.fast_lm import FastDecoder
-    from engine.synth import Synthesizer
+    from engine.lm.decoder import FastDecoder
+    from engine.speech.synth import Synthesizer
 
     synth = Synthesizer.load(ModelChoice(settings.lm, settings.codec, device="cpu"), with_encoder=False)
     segment = segments[0]

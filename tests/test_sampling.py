@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from engine.config import SamplingParams
-from engine.sampling import apply_repetition_penalty, apply_top_k, apply_top_p, sample_next
+from engine.lm.sampling import apply_repetition_penalty, apply_top_k, apply_top_p, sample_next
 
 INF = float("inf")
 

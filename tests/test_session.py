@@ -34,7 +34,7 @@ def _choice(tiny_models) -> ModelChoice:
 
 @pytest.fixture(scope="module")
 def synth(tiny_models):
-    from engine.synth import Synthesizer
+    from engine.speech.synth import Synthesizer
 
     return Synthesizer.load(_choice(tiny_models))
 
@@ -46,8 +46,8 @@ def short_voice(synth):
     (Random weights rarely say the end token; a real-length reference would make every test generate
     ~1,700 tokens.)
     """
-    from engine.prompt import build_prompt
-    from engine.synth import Voice, speech_budget
+    from engine.lm.prompt import build_prompt
+    from engine.speech.synth import Voice, speech_budget
 
     transcript = "The quick brown fox jumps over the lazy dog, near the quiet river bank. " * 4
     tokenizer, tokens = synth.lm.tokenizer, synth.lm.tokens

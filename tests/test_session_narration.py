@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from engine.book_import import Book, Chapter
+from engine.book.importer import Book, Chapter
 from engine.config import ModelChoice
-from engine.project import NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings
+from engine.book.project import NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings
 from engine.session import (
     Cancelled, CreateProject, EngineSession, ExportProject, Exported, Failed, LoadModels, ModelsLoaded, Narrate,
     Narrated, NarrationProgressed, Progress, ProjectCreated,

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.audio import HOP_LENGTH, load_reference
+from engine.audio.clip import HOP_LENGTH, load_reference
 from engine.codec.model import CodecConfig, XCodec2
 from engine.config import ModelChoice, SamplingParams
 from engine.errors import CancelledError
-from engine.stream import FIRST_CHUNK_FRAMES, StreamingDecoder
-from engine.synth import Synthesizer, Voice
+from engine.speech.stream import FIRST_CHUNK_FRAMES, StreamingDecoder
+from engine.speech.synth import Synthesizer, Voice
 
 ROOT = Path(__file__).resolve().parents[1]
 REF_TEXT = "The quick brown fox jumps over the lazy dog, near the quiet river bank."

@@ -6,10 +6,10 @@ import threading
 import numpy as np
 import pytest
 
-from engine.audio import load_reference
+from engine.audio.clip import load_reference
 from engine.config import CONTEXT_WINDOW, ModelChoice, SamplingParams
 from engine.errors import CancelledError, InputTextError, TextTooLongError
-from engine.synth import Synthesizer, Voice, speech_budget
+from engine.speech.synth import Synthesizer, Voice, speech_budget
 
 REF_TEXT = "The quick brown fox jumps over the lazy dog, near the quiet river bank."
 

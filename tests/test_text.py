@@ -8,7 +8,7 @@ import pytest
 
 from engine.config import CONTEXT_WINDOW
 from engine.errors import InputTextError, TextTooLongError
-from engine.text import (
+from engine.text.pipeline import (
     Pause,
     PronunciationRule,
     TextPiece,
@@ -296,8 +296,8 @@ def test_split_keeps_abbreviation_with_lowercase_continuation_and_edge_cases():
 
 
 def test_budget_for_voice_matches_speech_budget():
-    from engine.synth import Voice, speech_budget
-    from engine.text import DEFAULT_TOKENS_PER_CHAR
+    from engine.speech.synth import Voice, speech_budget
+    from engine.text.pipeline import DEFAULT_TOKENS_PER_CHAR
 
     transcript = "This reference clip says a fairly ordinary sentence for about fifteen seconds. " * 3
     voice = Voice(codes=(1,) * 750, transcript=transcript)

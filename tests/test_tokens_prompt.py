@@ -13,9 +13,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from engine.errors import InputTextError, ModelFormatError
-from engine.prompt import PROMPT_DATE, build_prompt, join_texts
-from engine.tiny_lm import write_tiny_lm
-from engine.tokens import LLASA_TAGS, NUM_SPEECH_CODES, SpeechTokens, speech_token
+from engine.lm.prompt import PROMPT_DATE, build_prompt, join_texts
+from engine.lm.tiny import write_tiny_lm
+from engine.lm.tokens import LLASA_TAGS, NUM_SPEECH_CODES, SpeechTokens, speech_token
 
 
 @pytest.fixture(scope="module")

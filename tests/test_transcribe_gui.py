@@ -1,5 +1,5 @@
 """Auto-transcribe in the voice panel: the real window, bridge and engine thread with a tiny random
-Whisper (engine.tiny_verifiers; its text is gibberish, so it is compared with WhisperASR run directly),
+Whisper (engine.models.tiny_verifiers; its text is gibberish, so it is compared with WhisperASR run directly),
 disabled with a tooltip when no Whisper is on disk, errors as messages, the Whisper setting."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from app.bridge import EngineBridge  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.settings import AppSettings, SettingsDialog  # noqa: E402
-from engine.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper  # noqa: E402
-from engine.verify import DEFAULT_ASR, WhisperASR  # noqa: E402
+from engine.models.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper  # noqa: E402
+from engine.verify.scoring import DEFAULT_ASR, WhisperASR  # noqa: E402
 from engine.voices import VoiceLibrary  # noqa: E402
 
 WAIT_MS = 120_000  # only guards against a hang

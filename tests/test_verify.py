@@ -1,7 +1,7 @@
 """Verifiers: error rates and ranking with exact expected values; the real scoring pipeline on real speech.
 
 No real Whisper or WavLM weights can exist here, so the real loading and scoring code runs on tiny
-random models of the same classes (engine.tiny_verifiers) for the plumbing, and that the ranking
+random models of the same classes (engine.models.tiny_verifiers) for the plumbing, and that the ranking
 picks the intended sentence is proven on the transcripts a working ASR returns for each clip.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 
 from engine.errors import ModelFormatError, ModelNotFoundError
-from engine.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper
-from engine.verify import (ErrorCounts, Scores, SpeakerVerifier, Verifiers, WhisperASR, char_errors, edit_counts,
+from engine.models.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper
+from engine.verify.scoring import (ErrorCounts, Scores, SpeakerVerifier, Verifiers, WhisperASR, char_errors, edit_counts,
                            is_cjk, normalize_for_scoring, rank, split_for_whisper, word_errors)
 
 INTENDED = "The quick brown fox jumps over the lazy dog, near the quiet river bank."

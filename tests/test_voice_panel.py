@@ -13,7 +13,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.voice_panel import VoicePanel
-from engine.audio import SAMPLE_RATE, load_audio, load_reference
+from engine.audio.clip import SAMPLE_RATE, load_audio, load_reference
 from engine.voices import VoiceLibrary
 
 CODES = tuple(range(100, 350))
@@ -214,7 +214,7 @@ def null_sink(request):
 
 
 def test_real_recording_through_the_null_sink(null_sink, qtbot, library, speech_clip_16k):
-    from engine import devices
+    from engine.audio import devices
 
     speech, _ = speech_clip_16k
     panel = VoicePanel(library)

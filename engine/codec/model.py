@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from engine.audio import HOP_LENGTH
+from engine.audio.clip import HOP_LENGTH
 from engine.codec.decoder import CodecDecoder
 from engine.codec.fsq import CODEBOOK_SIZE
 from engine.codec.encoder import AcousticEncoder, SemanticEncoder

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
 
-from engine.audio import SAMPLE_RATE
+from engine.audio.clip import SAMPLE_RATE
 
 SEMANTIC_LAYER = 16  # hidden_states index used by X-Codec2: the output of the 16th encoder layer
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.errors import ModelFormatError, SettingsError
-from engine.text import normalize
+from engine.text.pipeline import normalize
 
 DEFAULT_ASR = "openai/whisper-small"  # multilingual, 244 M parameters
 LARGE_ASR = "openai/whisper-large-v3-turbo"  # multilingual, 809 M parameters: better on hard text
@@ -41,7 +41,7 @@ def is_cjk(text: str) -> bool:
 
 
 def normalize_for_scoring(text: str) -> str:
-    """engine.text.normalize (numbers etc. to words for English), NFKC, casefold, punctuation and
+    """engine.text.pipeline.normalize (numbers etc. to words for English), NFKC, casefold, punctuation and
     symbols to spaces (apostrophes dropped: "don't" == "dont"), whitespace collapsed."""
     text = normalize(text, language="zh" if is_cjk(text) else "en")
     text = unicodedata.normalize("NFKC", text).casefold().replace("'", "")
@@ -159,7 +159,7 @@ WEIGHTS_ONLY_PICKLE = "pytorch_model.bin"
 def check_verifier_folder(model: str | Path, what: str, model_type: str, *, allow_pickle: bool = False) -> Path:
     """Resolve a local folder or cached hub id and check it holds a `model_type` model in safetensors
     (or, with allow_pickle, a pytorch_model.bin that is loaded weights-only). Loads no weights."""
-    from engine.models import _raise_no_safetensors, _read_config, resolve_model
+    from engine.models.resolve import _raise_no_safetensors, _read_config, resolve_model
 
     folder = resolve_model(model, what)
     config = _read_config(folder, what)
@@ -177,7 +177,7 @@ def _load_error(what: str, folder: Path, error: BaseException) -> ModelFormatErr
 
 
 def _device(device: str):
-    from engine.lm import resolve_device
+    from engine.lm.loading import resolve_device
 
     return resolve_device(device)[0]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tokens import LLASA_TAGS, NUM_SPEECH_CODES, speech_token
+from engine.lm.tokens import LLASA_TAGS, NUM_SPEECH_CODES, speech_token
 
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"

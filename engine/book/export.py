@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.audio import SAMPLE_RATE
+from engine.audio.clip import SAMPLE_RATE
 from engine.errors import CancelledError, ExportError, OutputFileError
-from engine.loudness import LoudnessMeter, gain_to, limit_peaks
+from engine.book.loudness import LoudnessMeter, gain_to, limit_peaks
 
 log = logging.getLogger(__name__)
 

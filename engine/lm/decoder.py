@@ -8,9 +8,9 @@ lm_head (a view, no copy) plus the stop rows. On CUDA the step is captured once 
 setting in a CUDA graph (optionally compiled first) and replayed; on the CPU the same step runs
 eagerly. The host reads the sampled tokens once every ``check_every`` steps.
 
-Sampling follows engine.sampling (repetition penalty -> temperature -> top-k -> top-p) but draws
+Sampling follows engine.lm.sampling (repetition penalty -> temperature -> top-k -> top-p) but draws
 with the exponential-race (Gumbel-max) trick on noise filled outside the step: greedy decoding
-gives exactly the tokens of engine.lm.generate_codes; a seeded sampled take is reproducible but
+gives exactly the tokens of engine.lm.loading.generate_codes; a seeded sampled take is reproducible but
 is not the same take as generate_codes with that seed.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from engine.config import SamplingParams
 from engine.errors import SettingsError
-from engine.lm import LlasaLM, _make_generator
-from engine.sampling import apply_top_k, apply_top_p
+from engine.lm.loading import LlasaLM, make_generator
+from engine.lm.sampling import apply_top_k, apply_top_p
 
 
 class FastDecoder:
@@ -193,7 +193,7 @@ class FastDecoder:
         yielded. Returns one finish reason per sequence: "end" (stop token, not yielded), "length"
         (``max_new_tokens`` codes) or "cancelled" (``cancel`` is checked before every yield; the device
         stops within ``check_every`` steps).
-        With greedy params each sequence's codes equal engine.lm.generate_codes' for its prompt.
+        With greedy params each sequence's codes equal engine.lm.loading.generate_codes' for its prompt.
         """
         prompts = [list(p) for p in prompt_ids]
         n, length = len(prompts), len(prompts[0]) if prompts else 0
@@ -227,7 +227,7 @@ class FastDecoder:
                     if t.is_speech(tid) or tid in reduced]
             seen[i, hits] = True
         self._seen.copy_(seen)
-        generator = _make_generator(dev, params.seed)
+        generator = make_generator(dev, params.seed)
         # The prefill's logits give the first token; every later one comes from a (replayed) step.
         self._slot.zero_()
         if not params.greedy:
@@ -271,7 +271,7 @@ class FastDecoder:
         max_new_tokens: int,
         cancel: threading.Event | None = None,
     ) -> Generator[int, None, str]:
-        """Drop-in for engine.lm.generate_codes: one prompt; yields codes, returns the finish reason."""
+        """Drop-in for engine.lm.loading.generate_codes: one prompt; yields codes, returns the finish reason."""
         steps = self.generate([prompt_ids], params, max_new_tokens=max_new_tokens, cancel=cancel)
         while True:
             try:

@@ -1,11 +1,11 @@
 """Long-form narration: plan a book into segments, render the missing takes in order, export the book.
 
-A project (engine.project) holds the segments and their takes. `narrate` renders every pending
+A project (engine.book.project) holds the segments and their takes. `narrate` renders every pending
 segment of the chosen chapters, one segment's audio in memory at a time, writing each take as soon
 as it is finished, so a crash or cancel loses at most the segment being rendered and running
 `narrate` again resumes there. The per-segment render is a plain callable (`SegmentRenderer`): the
 default speaks the segment once with Synthesizer.synthesize; the best-of-N renderer with quality scores
-(engine.quality.best_of_renderer, a project's quality mode) plugs in the same way. torch is only imported when rendering starts.
+(engine.book.quality.best_of_renderer, a project's quality mode) plugs in the same way. torch is only imported when rendering starts.
 """
 from __future__ import annotations
 
@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.audio import FRAME_RATE, SAMPLE_RATE
-from engine.book_import import Book
+from engine.audio.clip import FRAME_RATE, SAMPLE_RATE
+from engine.book.importer import Book
 from engine.config import SamplingParams
 from engine.errors import CancelledError, EngineError, ProjectError
-from engine.project import (
+from engine.book.project import (
     DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Segment, TakeRecord,
 )
-from engine.text import Pause, apply_pronunciations, estimate_tokens, normalize, parse_markup, split_text
+from engine.text.pipeline import Pause, apply_pronunciations, estimate_tokens, normalize, parse_markup, split_text
 from engine.voices import SavedVoice
 
 if TYPE_CHECKING:
-    from engine.synth import Synthesizer, Voice
+    from engine.speech.synth import Synthesizer, Voice
 
 __all__ = [
     "DONE", "FAILED", "NEEDS_CHECK", "PENDING", "NarrationProgress", "NarrationResult", "RenderedTake",
@@ -45,10 +45,10 @@ def segment_budget(synthesizer: "Synthesizer", codes: Sequence[int], transcript:
     """(max speech tokens per segment, speech tokens per character) for a voice on this model.
 
     The prompt overhead (chat template, instruction, transcript) is measured with
-    engine.prompt.build_prompt on the model's own tokenizer.
+    engine.lm.prompt.build_prompt on the model's own tokenizer.
     """
-    from engine.prompt import build_prompt
-    from engine.text import budget_for_voice
+    from engine.lm.prompt import build_prompt
+    from engine.text.pipeline import budget_for_voice
 
     lm = synthesizer.lm
     prompt = build_prompt(lm.tokenizer, lm.tokens, "x", reference_codes=list(codes), reference_text=transcript)
@@ -274,8 +274,8 @@ def export_project(
 
     ProjectError when a segment is still pending or failed. Needs-check takes are exported as they are.
     """
-    from engine.assemble import join_segments
-    from engine.export import BookMetadata, ChapterAudio, export_book, export_chapters
+    from engine.book.assemble import join_segments
+    from engine.book.export import BookMetadata, ChapterAudio, export_book, export_chapters
 
     indices = list(chapters) if chapters is not None else [i for i, c in enumerate(project.chapters) if c.selected]
     if not indices:

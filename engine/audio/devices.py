@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, resample
+from engine.audio.clip import SAMPLE_RATE, resample
 from engine.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The model catalog and downloads from the Hugging Face hub, with byte progress and cancel.
 
-Models go into the ordinary Hugging Face cache (so engine.models.resolve_model and `hf download` see
+Models go into the ordinary Hugging Face cache (so engine.models.resolve.resolve_model and `hf download` see
 the same copies). Only safetensors weights, config and tokenizer files are fetched, never pickles.
 Files are fetched one by one and config.json last, so a folder with config.json is complete. A
 cancelled or failed download keeps the files it finished; the next download skips them
@@ -54,13 +54,13 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
 )
 
-# Verifiers for verifier-picked takes (engine.verify). Sizes are the files we fetch, from the hub file
+# Verifiers for verifier-picked takes (engine.verify.scoring). Sizes are the files we fetch, from the hub file
 # listings: whisper-large-v3-turbo's model.safetensors 1.62 GB + 4.1 MB of json (tokenizer.json 2.71 MB,
 # vocab.json 1.04 MB, tokenizer_config.json 283 kB, ...); whisper-small's model.safetensors 967 MB + about
 # 3.9 MB of json (estimated from memory of its listing, not re-checked). microsoft/wavlm-base-plus-sv has
 # only a pickle (pytorch_model.bin, 405 MB): ALLOW_PATTERNS never fetches pickles, so the app does not
-# offer the verifiers for download; `hf download` gets them, and engine.verify loads that one pickle
-# weights-only (see engine.verify.WEIGHTS_ONLY_PICKLE).
+# offer the verifiers for download; `hf download` gets them, and engine.verify.scoring loads that one pickle
+# weights-only (see engine.verify.scoring.WEIGHTS_ONLY_PICKLE).
 VERIFIER_CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         "asr", "openai/whisper-small", "Whisper small (speech recognition)", 971_000_000,

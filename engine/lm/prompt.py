@@ -14,7 +14,7 @@ import re
 from typing import Any, Sequence
 
 from engine.errors import InputTextError, ModelFormatError
-from engine.tokens import (
+from engine.lm.tokens import (
     SPEECH_GENERATION_START,
     TEXT_UNDERSTANDING_END,
     TEXT_UNDERSTANDING_START,

@@ -5,7 +5,7 @@ The engine thread opens the project from disk for every job, so the GUI's own Na
 project.json. A job first makes sure the project's models are loaded (engine.session passes
 `models_for`). Cancel: a running Narrate stops within a token, keeps every finished take and ends
 with Narrated(result.cancelled=True); an export ends with Cancelled (engine.session). A project in
-quality mode is narrated with the renderer the session gives (engine.quality.VerifierModels.renderer).
+quality mode is narrated with the renderer the session gives (engine.book.quality.VerifierModels.renderer).
 """
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.book_import import Book
-from engine.narration import NarrationProgress, NarrationResult
-from engine.project import PENDING, NarrationProject, NarrationSettings
+from engine.book.importer import Book
+from engine.events import Exported, Progress
+from engine.book.narration import NarrationProgress, NarrationResult
+from engine.book.project import PENDING, NarrationProject, NarrationSettings
 from engine.voices import SavedVoice
 
 if TYPE_CHECKING:
-    from engine.narration import SegmentRenderer
-    from engine.synth import Synthesizer
+    from engine.book.narration import SegmentRenderer
+    from engine.speech.synth import Synthesizer
 
 PROGRESS_INTERVAL_S = 0.25  # s: at most this often a NarrationProgressed while a segment is rendered
 
@@ -56,7 +57,7 @@ class Narrate:
 
 @dataclass(frozen=True)
 class ExportProject:
-    """Export the selected chapters' chosen takes (engine.narration.export_project): one file at
+    """Export the selected chapters' chosen takes (engine.book.narration.export_project): one file at
     `dest`, or with `per_chapter` one file per chapter in the folder `dest`. Progress(stage "export")
     events, then Exported(request_id, dest)."""
 
@@ -90,7 +91,7 @@ class Narrated:
 
 PROJECT_JOBS = (CreateProject, Narrate, ExportProject)
 ModelsFor = Callable[[NarrationSettings, str], "Synthesizer"]
-RendererFor = Callable[[NarrationProject], "SegmentRenderer | None"]  # e.g. engine.quality.VerifierModels.renderer
+RendererFor = Callable[[NarrationProject], "SegmentRenderer | None"]  # e.g. engine.book.quality.VerifierModels.renderer
 
 
 def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object], None],
@@ -98,7 +99,7 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
     """Run one of PROJECT_JOBS on the engine thread; EngineError/CancelledError propagate to the session.
     `renderer_for(project)` gives a Narrate its segment renderer (None: the default, one take per segment)."""
     if isinstance(job, CreateProject):
-        from engine.narration import create_project, segment_budget
+        from engine.book.narration import create_project, segment_budget
 
         synth = models_for(job.settings, job.request_id)
         max_tokens, rate = segment_budget(synth, job.voice.codes, job.voice.transcript)
@@ -106,7 +107,7 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
                        tokens_per_char=rate, chapters=job.chapters)
         emit(ProjectCreated(job.request_id, Path(job.folder)))
     elif isinstance(job, Narrate):
-        from engine.narration import narrate
+        from engine.book.narration import narrate
 
         project = NarrationProject.open(Path(job.folder))
         synth = models_for(project.settings, job.request_id)
@@ -117,8 +118,7 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
                          cancel=cancel, **({"render": render} if render is not None else {}))
         emit(Narrated(job.request_id, result))
     elif isinstance(job, ExportProject):
-        from engine.narration import export_project
-        from engine.session import Exported, Progress
+        from engine.book.narration import export_project
 
         project = NarrationProject.open(Path(job.folder))
         export_project(project, Path(job.dest), job.fmt, per_chapter=job.per_chapter, cancel=cancel,

@@ -1,9 +1,9 @@
 """Verifier-picked takes: the Llasa paper's inference-time scaling, on one GPU (or the CPU).
 
-ORM (``render_best_of``): N candidates (1..8) are generated as one batch with engine.fast_lm's
+ORM (``render_best_of``): N candidates (1..8) are generated as one batch with engine.lm.decoder's
 FastDecoder (the same prompt in N rows; with sampling each row draws its own noise), each is decoded
-and scored by the verifiers (engine.verify), and all takes come back ranked best first
-(engine.verify.rank: lowest WER/CER, ties by speaker similarity).
+and scored by the verifiers (engine.verify.scoring), and all takes come back ranked best first
+(engine.verify.scoring.rank: lowest WER/CER, ties by speaker similarity).
 
 PRM (``render_beam_search``): chunk-level beam search. The live beams (at most ``beams``) are
 extended by ``chunk_tokens`` codes in one batch (each beam fills an equal share of the
@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.audio import FRAME_RATE
+from engine.audio.clip import FRAME_RATE
 from engine.config import SamplingParams
 from engine.errors import CancelledError, InputTextError, SettingsError
-from engine.fast_lm import FastDecoder
-from engine.prompt import build_prompt
-from engine.synth import Synthesizer, Voice, speech_budget
-from engine.verify import Scores, Verifiers, rank
+from engine.lm.decoder import FastDecoder
+from engine.lm.prompt import build_prompt
+from engine.speech.synth import Synthesizer, Voice, speech_budget
+from engine.verify.scoring import Scores, Verifiers, rank
 
 MAX_CANDIDATES = 8  # rows of one batch: N for best-of, beams * expansions for the beam search
 

@@ -1,6 +1,6 @@
 """A user pronunciation dictionary: plain whole-word rules and regex rules, applied in order.
 
-Apply it to the user's raw text *before* ``engine.text.normalize`` so that a rule written for what the
+Apply it to the user's raw text *before* ``engine.text.pipeline.normalize`` so that a rule written for what the
 user sees ("Dr." -> "Drive", "GUI" -> "gooey") wins over the automatic normalization.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Import a book for narration: plain text, Markdown or EPUB -> Book (title, author, chapters, cover).
 
 Standard library only (zipfile, xml.etree, html.parser), no torch: the GUI imports it at startup.
-Chapter texts are plain text with blank lines between paragraphs, ready for engine.text.parse_markup;
+Chapter texts are plain text with blank lines between paragraphs, ready for engine.text.pipeline.parse_markup;
 each chapter's text starts with its heading, so the narrator reads it.
 """
 from __future__ import annotations

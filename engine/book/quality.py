@@ -1,7 +1,7 @@
 """A narration project's quality mode and reference auto-transcription, on the engine thread.
 
 Quality mode (NarrationSettings.candidates > 1): every segment is rendered as N candidates in one
-batch (engine.best_of.render_best_of), scored by the verifiers (engine.verify) and the ranking's
+batch (engine.speech.best_of.render_best_of), scored by the verifiers (engine.verify.scoring) and the ranking's
 pick is stored, with its scores, as the segment's take; a take whose error rate is above the
 project's max_error_rate is flagged needs-check (NarrationSettings.flags). Speaker similarity is
 measured against the project's voice reference clip (voice/reference.flac).
@@ -20,10 +20,10 @@ import numpy as np
 from engine.errors import EngineError
 
 if TYPE_CHECKING:
-    from engine.narration import SegmentRenderer, TakeJob
-    from engine.project import NarrationProject
-    from engine.synth import Synthesizer
-    from engine.verify import Scores, Verifiers
+    from engine.book.narration import SegmentRenderer, TakeJob
+    from engine.book.project import NarrationProject
+    from engine.speech.synth import Synthesizer
+    from engine.verify.scoring import Scores, Verifiers
 
 
 def verifier_problem(model: str | Path, kind: str = "asr") -> str | None:
@@ -33,7 +33,7 @@ def verifier_problem(model: str | Path, kind: str = "asr") -> str | None:
     Cheap: looks at the folder (config.json, safetensors names); loads no weights, never goes online.
     """
     from engine.errors import ModelNotFoundError
-    from engine.verify import check_verifier_folder
+    from engine.verify.scoring import check_verifier_folder
 
     try:
         if kind == "asr":
@@ -61,7 +61,7 @@ def flatten_scores(scores: "Scores", candidates: int) -> dict[str, float]:
 
 def error_label(scores: Mapping[str, float], text: str) -> str:
     """e.g. "WER 4%" ("CER" when the text is Chinese/Japanese); "" when no error rate was measured."""
-    from engine.verify import is_cjk
+    from engine.verify.scoring import is_cjk
 
     if "error_rate" not in scores:
         return ""
@@ -85,14 +85,14 @@ def best_of_renderer(verifiers: "Verifiers", reference_audio: np.ndarray | None,
     codes decoded). One FastDecoder of the full context window is made on the first call and reused
     for every later segment on the same LM (it keeps its captured CUDA graphs).
     """
-    from engine.narration import RenderedTake
+    from engine.book.narration import RenderedTake
 
     decoders: dict[int, Any] = {}
 
     def render(synthesizer: "Synthesizer", job: "TakeJob") -> RenderedTake:
-        from engine.best_of import render_best_of
+        from engine.speech.best_of import render_best_of
         from engine.config import CONTEXT_WINDOW
-        from engine.fast_lm import FastDecoder
+        from engine.lm.decoder import FastDecoder
 
         lm = synthesizer.lm
         if id(lm) not in decoders:
@@ -125,7 +125,7 @@ class VerifierModels:
     def _get(self, kind: str, model: str | Path, device: str) -> Any:
         key = (kind, str(model), device)
         if key not in self._loaded:
-            from engine.verify import SpeakerVerifier, WhisperASR
+            from engine.verify.scoring import SpeakerVerifier, WhisperASR
 
             self._loaded[key] = (WhisperASR if kind == "asr" else SpeakerVerifier)(model, device=device)
         return self._loaded[key]
@@ -136,7 +136,7 @@ class VerifierModels:
 
     def verifiers(self, asr: str | Path | None, speaker: str | Path | None, device: str = "auto") -> "Verifiers":
         """Fresh Verifiers (own cost counters) over the kept models."""
-        from engine.verify import Verifiers
+        from engine.verify.scoring import Verifiers
 
         scorers = ([self._get("asr", asr, device)] if asr else []) + ([self._get("speaker", speaker, device)] if speaker else [])
         return Verifiers(tuple(scorers))

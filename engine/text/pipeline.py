@@ -1,7 +1,7 @@
 """Text pipeline for long-form narration: pause markup, English normalization, budgeted splitting.
 
 Order for a book: ``parse_markup`` (pauses, paragraphs, chapters) -> for each TextPiece
-``apply_pronunciations`` (engine.pronunciation) -> ``normalize`` -> ``split_text`` with the budget of
+``apply_pronunciations`` (engine.text.pronunciation) -> ``normalize`` -> ``split_text`` with the budget of
 ``budget_for_voice``. All functions are pure.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from engine.audio import FRAME_RATE
+from engine.audio.clip import FRAME_RATE
 from engine.config import CONTEXT_WINDOW
 from engine.errors import InputTextError, TextTooLongError
-from engine.pronunciation import PronunciationRule, apply_pronunciations  # noqa: F401  (re-exported)
+from engine.text.pronunciation import PronunciationRule, apply_pronunciations  # noqa: F401  (re-exported)
 
 # ---------------------------------------------------------------- numbers to English words
 
@@ -419,7 +419,7 @@ def budget_for_voice(reference_codes: int, reference_text: str, prompt_overhead:
     reference_codes: number of X-Codec2 codes of the reference (50 per second); 0 for no voice.
     prompt_overhead: prompt tokens besides the reference codes and the segment's own text (chat
     template, instruction, reference transcript). The rate is the reference's own speaking rate,
-    as engine.synth.speech_budget measures it. The segment's text also sits in the prompt; this
+    as engine.speech.synth.speech_budget measures it. The segment's text also sits in the prompt; this
     reserves up to one text token per character for it, so a segment of at most
     max_tokens / rate characters always passes speech_budget. Raises TextTooLongError when the
     reference leaves less than one second of speech.

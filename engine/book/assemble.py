@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine import audio
-from engine.audio import SAMPLE_RATE
+from engine.audio import clip as audio
+from engine.audio.clip import SAMPLE_RATE
 
 FADE_S = 0.005  # s: raised-cosine fade at take edges that meet silence
 TRIM_THRESHOLD_DB = -45.0  # dB below a take's loudest 20 ms frame that still counts as sound

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE
+from engine.audio.clip import SAMPLE_RATE
 
 ABSOLUTE_GATE_LUFS = -70.0  # LUFS: blocks quieter than this never count
 RELATIVE_GATE_LU = -10.0  # LU: blocks this far below the absolute-gated loudness are dropped

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from engine.audio import FRAME_RATE, HOP_LENGTH
+from engine.audio.clip import FRAME_RATE, HOP_LENGTH
 
 # Chunk sizes in frames (50 per second). Chunks grow from FIRST_CHUNK_FRAMES, each as long as all the
 # audio before it, up to CHUNK_FRAMES: audio starts early, and a generator at least twice as fast as

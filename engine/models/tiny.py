@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from engine.codec.model import CodecConfig, XCodec2
-from engine.tiny_lm import write_tiny_lm
+from engine.lm.tiny import write_tiny_lm
 
 
 def write_tiny_models(folder: str | Path, seed: int = 0) -> tuple[Path, Path]:

@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.audio import FRAME_RATE, HOP_LENGTH, ReferenceClip
+from engine.audio.clip import FRAME_RATE, HOP_LENGTH, ReferenceClip
 from engine.codec.model import XCodec2
 from engine.config import CONTEXT_WINDOW, ModelChoice, SamplingParams
 from engine.errors import CancelledError, InputTextError, ModelFormatError, TextTooLongError
-from engine.lm import LlasaLM, generate_codes, load_lm
-from engine.models import check_codec_folder, check_lm_folder, resolve_model
-from engine.prompt import build_prompt
-from engine.stream import StreamingDecoder
-from engine.text import MIN_SPEECH_TOKENS, speaking_rate
+from engine.lm.loading import LlasaLM, load_lm
+from engine.lm.reference import generate_codes
+from engine.models.resolve import check_codec_folder, check_lm_folder, resolve_model
+from engine.lm.prompt import build_prompt
+from engine.speech.stream import StreamingDecoder
+from engine.text.pipeline import MIN_SPEECH_TOKENS, speaking_rate
 
 
 
@@ -116,7 +117,7 @@ class Synthesizer:
         """Speak `text` in `voice` (a random voice when None).
 
         on_progress(generated_tokens, token_budget) is called after every token. With on_audio,
-        audio is decoded while generating (engine.stream.StreamingDecoder): on_audio(float32 [n]
+        audio is decoded while generating (engine.speech.stream.StreamingDecoder): on_audio(float32 [n]
         at 16 kHz) receives consecutive chunks as they are ready, and the result's audio is their
         concatenation, i.e. what was heard. Raises TextTooLongError before generating when the text
         cannot fit, CancelledError when cancelled (no chunk follows the cancel). max_new_tokens caps

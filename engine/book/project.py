@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.audio import SAMPLE_RATE
+from engine.audio.clip import SAMPLE_RATE
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, ModelChoice, SamplingParams
 from engine.errors import ProjectError, SettingsError, TextTooLongError
-from engine.pronunciation import PronunciationRule, apply_pronunciations
-from engine.text import estimate_tokens, normalize
+from engine.text.pronunciation import PronunciationRule, apply_pronunciations
+from engine.text.pipeline import estimate_tokens, normalize
 from engine.voices import AUDIO_NAME, META_NAME, SavedVoice, VoiceLibrary
 
 FORMAT_VERSION = 1
@@ -83,10 +83,10 @@ class NarrationSettings:
     base_seed: int = 0  # every take's seed derives from it, the segment's text and the take number
     paragraph_pause: float = 0.6  # s of silence at a blank line
     chapter_pause: float = 2.0  # s of silence at [chapter]
-    language: str = "en"  # normalization language (engine.text.normalize)
+    language: str = "en"  # normalization language (engine.text.pipeline.normalize)
     pronunciations: tuple[PronunciationRule, ...] = ()  # applied before normalization, in order
-    # Quality mode (engine.quality): candidates per segment, 1 = off, 2..8 = best-of-N picked by the verifiers
-    # (engine.verify.rank). A segment whose best take's error rate (WER; CER for Chinese/Japanese) is
+    # Quality mode (engine.book.quality): candidates per segment, 1 = off, 2..8 = best-of-N picked by the verifiers
+    # (engine.verify.scoring.rank). A segment whose best take's error rate (WER; CER for Chinese/Japanese) is
     # above max_error_rate is flagged needs-check. asr / speaker: verifier models (hub id or folder),
     # None = not used; quality mode needs at least one.
     candidates: int = 1
@@ -160,7 +160,7 @@ class TakeRecord:
     finish_reason: str  # "end" (model stopped), "length" (hit the cap: check it) or "failed"
     duration_s: float  # seconds of audio
     codes: int  # speech codes generated
-    scores: Mapping[str, float] = field(default_factory=dict)  # quality mode: engine.quality.flatten_scores
+    scores: Mapping[str, float] = field(default_factory=dict)  # quality mode: engine.book.quality.flatten_scores
     error: str = ""  # the message when finish_reason is "failed"
     transcript: str = ""  # quality mode: what the ASR heard in this take
     flagged: bool = False  # quality mode: error rate above the project's max_error_rate when rendered

@@ -1,0 +1,73 @@
+"""What the engine thread tells its callers: immutable event dataclasses (engine -> GUI, CLI, server).
+
+Jobs of engine.session and engine.book.jobs emit these; the GUI's bridge re-emits them as Qt signals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from engine.speech.synth import Voice
+
+
+@dataclass(frozen=True)
+class ModelsLoaded:
+    device: str  # "NVIDIA GeForce RTX 4090" or "CPU"
+    lm: str  # the LM as chosen (repo id or folder)
+    quantization: str  # "4bit" | "8bit" | "bf16" | "fp32"
+    notices: tuple[str, ...]  # things the user should know, e.g. a CPU fallback
+
+
+@dataclass(frozen=True)
+class Progress:
+    request_id: str | None
+    stage: str  # "load" | "encode" | "generate"
+    done: int
+    total: int  # for "generate": the token budget (the model usually stops earlier)
+
+
+@dataclass(frozen=True)
+class VoiceEncoded:
+    request_id: str
+    voice: "Voice"
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    request_id: str
+    samples: np.ndarray  # float32 [n] at 16 kHz, the next piece of the generated speech
+
+
+@dataclass(frozen=True)
+class Generated:
+    request_id: str
+    audio: np.ndarray  # float32 [codes * 320] at 16 kHz: exactly the AudioChunks concatenated
+    codes: tuple[int, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Transcribed:
+    request_id: str
+    text: str  # what Whisper heard ("" for silence)
+
+
+@dataclass(frozen=True)
+class Exported:
+    request_id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Failed:
+    request_id: str | None
+    message: str  # one line for a dialog; never a traceback
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    request_id: str | None

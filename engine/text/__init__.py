@@ -1,0 +1,1 @@
+"""Text to speakable segments: normalization, pronunciation rules, pause markup, splitting."""

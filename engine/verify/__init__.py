@@ -1,0 +1,1 @@
+"""Verifiers: ASR word/character error rate and speaker similarity."""
