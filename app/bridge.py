@@ -34,6 +34,7 @@ class EngineBridge(QObject):
     project_created = Signal(object)  # engine.session.ProjectCreated
     narration_progressed = Signal(object)  # engine.session.NarrationProgressed
     narrated = Signal(object)  # engine.session.Narrated
+    speed_measured = Signal(object)  # engine.session.SpeedMeasured
     _event_arrived = Signal(object)  # engine thread -> GUI thread
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -55,6 +56,7 @@ class EngineBridge(QObject):
             session.ProjectCreated: self.project_created,
             session.NarrationProgressed: self.narration_progressed,
             session.Narrated: self.narrated,
+            session.SpeedMeasured: self.speed_measured,
         }
         self._event_arrived.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
         self._session = session.EngineSession(emit=self._event_arrived.emit)
@@ -121,6 +123,12 @@ class EngineBridge(QObject):
         request_id = self._next_id()
         self._session.submit(self._session_module.ExportProject(request_id, Path(folder), Path(dest), fmt,
                                                                 per_chapter))
+        return request_id
+
+    def measure_speed(self) -> str:
+        """Time the loaded models (Help ▸ Speed test…); answered by speed_measured or failed."""
+        request_id = self._next_id()
+        self._session.submit(self._session_module.MeasureSpeed(request_id))
         return request_id
 
     def cancel(self) -> None:

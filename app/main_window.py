@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget,
 )
 
+from app.speed_test import SpeedTest
 from app.menus import (
     APP_TITLE, TEXT_SUFFIXES, VOICE_SUFFIX, ask_export_path, ask_text_file, ask_voice_file, build_commands,
     droppable_files,
@@ -28,7 +29,7 @@ from app.transcription import AutoTranscriber
 from app.settings import AppSettings, SettingsDialog
 from app.voice_panel import VoicePanel
 from engine.audio import clip as audio
-from engine.audio.clip import FRAME_RATE, SAMPLE_RATE
+from engine.audio.clip import SAMPLE_RATE
 from engine.errors import EngineError
 from engine.voices import SavedVoice, VoiceLibrary
 
@@ -71,8 +72,9 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self._build_widgets()
         self.projects = ProjectWindows(self, lambda: self._models_ready)  # open narration project windows
-        build_commands(self)
         self._build_status_bar()
+        self.speed_test = SpeedTest(self.bridge, self, self.speed_label)  # Help ▸ Speed test…
+        build_commands(self)
         self._wire()
         self.transcriber = AutoTranscriber(self.voice_panel, bridge, settings, self.show_error, self)
         self._memory_timer = QTimer(self)
@@ -111,9 +113,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
     def _build_status_bar(self) -> None:
-        labels = QLabel("Models not loaded"), QLabel(), QLabel()
-        self.device_label, self.model_label, self.memory_label = labels
-        for label, name in zip(labels, ("Compute device", "Loaded model", "Memory use")):
+        labels = QLabel("Models not loaded"), QLabel(), QLabel(), QLabel()
+        self.device_label, self.model_label, self.speed_label, self.memory_label = labels
+        for label, name in zip(labels, ("Compute device", "Loaded model", "Speed", "Memory use")):
             label.setAccessibleName(name)
             self.statusBar().addPermanentWidget(label)
 
@@ -216,7 +218,8 @@ class MainWindow(QMainWindow):
         self._models_ready, self._loading = True, False
         self.script_view.set_idle()
         self.device_label.setText(event.device)
-        self.model_label.setText(f"{Path(event.lm).name} · {event.quantization}")
+        fast = " · fast path off" if event.fast_path == "off" else ""
+        self.model_label.setText(f"{Path(event.lm).name} · {event.quantization}{fast}")
         for notice in event.notices:
             log.info("model notice: %s", notice)
         self.statusBar().showMessage(" ".join(event.notices) or "Models loaded.", 10_000)
@@ -275,7 +278,6 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_voice_selected(self, voice: SavedVoice | None) -> None:
         self._voice = voice
-        self.script_view.set_reference_seconds(len(voice.codes) / FRAME_RATE if voice else 0.0)
         self._update_actions()
 
     # --- generation -----------------------------------------------------------------------------
@@ -309,7 +311,7 @@ class MainWindow(QMainWindow):
     def _on_progress(self, event) -> None:
         if event.request_id not in (None, self._generate_id, self._encode_id, self._export_id):
             return
-        self.script_view.set_progress(event.stage, event.done, event.total)
+        self.script_view.set_progress(event.stage, event.done, event.total, event.segment, event.segments)
 
     @Slot(object)
     def _on_chunk(self, event) -> None:

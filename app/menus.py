@@ -81,6 +81,8 @@ def build_commands(window) -> None:
                                    "Model, sampling, audio and storage settings")
     w.logs_action = _action(w, "Show logs", open_logs_folder, None, "Open the log folder")
     w.about_action = _action(w, "About Llasa Studio", lambda: show_about(w), None, "Version and licences")
+    w.speed_action = _action(w, "Speed test…", w.speed_test.start, None,
+                             "Measure how fast the loaded models speak on this computer")
     w.edit_actions = {  # standard editing, applied to the focused text field
         method: _action(w, text, lambda _=False, m=method: edit_focused(w, m), getattr(key.StandardKey, std))
         for method, text, std in (("undo", "Undo", "Undo"), ("redo", "Redo", "Redo"), ("cut", "Cut", "Cut"),
@@ -102,7 +104,7 @@ def build_commands(window) -> None:
         edit_menu.addAction(action)
     bar.addMenu("&Models").addAction(w.models_action)
     bar.addMenu("&Settings").addAction(w.preferences_action)
-    bar.addMenu("&Help").addActions([w.logs_action, w.about_action])
+    bar.addMenu("&Help").addActions([w.speed_action, w.logs_action, w.about_action])
 
 
 def play_shortcut(window) -> None:

@@ -11,7 +11,6 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from engine.audio.clip import FRAME_RATE
-from engine.config import CONTEXT_WINDOW
 
 CHARS_PER_SECOND = 14.0  # typical read speech (~150 words/min); only for the length estimate
 STAGE_NAMES = {"load": "Loading models…", "encode": "Encoding voice…", "generate": "Generating…"}
@@ -28,7 +27,6 @@ class ScriptView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._reference_s = 0.0  # s of reference speech in the selected voice (takes room in the window)
         self.text_edit = QPlainTextEdit()
         self.text_edit.setPlaceholderText("Type or paste the text to speak…")
         self.text_edit.setAccessibleName("Text to speak")
@@ -90,20 +88,11 @@ class ScriptView(QWidget):
         self.set_text(text)
         return True
 
-    @Slot(float)
-    def set_reference_seconds(self, seconds: float) -> None:
-        """How many seconds of reference speech the selected voice puts in the context (0: none)."""
-        self._reference_s = float(seconds)
-        self._update_count()
-
     def _update_count(self) -> None:
         text = self.text().strip()
         seconds = len(text) / CHARS_PER_SECOND
-        note = f"{len(text)} characters · about {seconds:.0f} s of speech"
-        room_s = CONTEXT_WINDOW / FRAME_RATE - self._reference_s - seconds * 0.3  # text tokens take room too
-        if text and seconds > room_s:
-            note += f" — likely too long for one take (about {max(room_s, 0):.0f} s fit)"
-        self.count_label.setText(note)
+        minutes = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+        self.count_label.setText(f"{len(text)} characters · about {minutes} of speech")
 
     @Slot()
     def _on_text_changed(self) -> None:
@@ -137,11 +126,13 @@ class ScriptView(QWidget):
         self.progress_label.setText(text)
 
     @Slot(str, int, int)
-    def set_progress(self, stage: str, done: int, total: int) -> None:
+    def set_progress(self, stage: str, done: int, total: int, segment: int = 0, segments: int = 1) -> None:
         """An engine Progress event: `stage` is its key ("load", "encode", "generate"), done/total its
-        counts (speech tokens at 50 per second while generating)."""
+        counts (speech tokens at 50 per second while generating), segment/segments where a long text stands."""
         total, done = max(int(total), 0), max(int(done), 0)
-        if stage == "generate":
+        if stage == "generate" and segments > 1:
+            text = f"Generating segment {segment + 1} of {segments}… {done / FRAME_RATE:.1f} s of speech"
+        elif stage == "generate":
             text = f"Generating… {done / FRAME_RATE:.1f} s of speech"
         else:
             text = STAGE_NAMES.get(stage, stage)

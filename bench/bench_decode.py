@@ -82,7 +82,7 @@ def build_codec(enabled: bool, size: str, device: torch.device):
     from engine.codec.model import CodecConfig, XCodec2
 
     config = CodecConfig.tiny() if size == "tiny" else CodecConfig()
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = torch.float32  # as the app runs it (engine.speech.synth: the codec is fp32 on every device)
     return XCodec2.from_config(config, decode_only=True).to(device, dtype).eval()
 
 
@@ -149,6 +149,47 @@ def run_fast(decoder: FastDecoder, codec, prompt: list[int], prefix: list[int], 
                 setup_s=setup, first_code_s=first_code)
 
 
+RENDER_TEXT = "The old lighthouse keeper climbed the spiral stairs every evening at dusk."
+
+
+def run_render(size: str, device: torch.device, codec, prefix: list[int], prompt_tokens: int, n: int) -> tuple[str, dict]:
+    """The render path as users get it: engine.speech.render.speak_segment on a Synthesizer whose LM has
+    the device's automatic precision (engine.lm.device.default_precision), a real prompt built by the
+    tokenizer's chat template (the tiny tokenizer: prompt ids differ from Llama-3's, costs do not), the
+    decoder the Synthesizer keeps (full 2,048-token window), and a full codec decode of the take."""
+    import dataclasses
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from engine.lm.device import default_precision
+    from engine.lm.prompt import build_prompt
+    from engine.lm.tiny import write_tiny_lm
+    from engine.speech.render import speak_segment
+    from engine.speech.synth import Synthesizer, Voice
+
+    precision = default_precision(device)
+    quant = {"4bit": "nf4"}.get(precision, precision)
+    with tempfile.TemporaryDirectory() as folder:
+        write_tiny_lm(Path(folder))
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    lm = build_lm(size, quant, device)
+    lm = dataclasses.replace(lm, tokenizer=tokenizer, tokens=SpeechTokens.from_tokenizer(tokenizer), quantization=precision)
+    synth = Synthesizer(lm, codec)
+    transcript = "Exactly what the reference clip says."
+    overhead = len(build_prompt(tokenizer, lm.tokens, RENDER_TEXT, reference_codes=[0], reference_text=transcript)) - 1
+    voice = Voice(tuple(prefix[: max(1, prompt_tokens - overhead)]), transcript)
+    speak_segment(synth, "Hello.", voice, RECIPE, max_new_tokens=16)  # warm-up (and the decoder is kept)
+    sync(device)
+    t0 = time.perf_counter()
+    spoken = speak_segment(synth, RENDER_TEXT, voice, RECIPE, max_new_tokens=n)
+    sync(device)
+    total = time.perf_counter() - t0
+    tokens = len(spoken.takes[0].codes)
+    prompt = len(build_prompt(tokenizer, lm.tokens, RENDER_TEXT, reference_codes=voice.codes, reference_text=transcript))
+    return precision, dict(tokens=tokens, gen_s=spoken.generate_s, first_audio_s=None, total_s=total, prompt=prompt)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=list(SHAPES), default="1b")
@@ -159,6 +200,7 @@ def main() -> None:
     ap.add_argument("--no-recipe", action="store_true", help="skip model.generate (e.g. 8B bf16)")
     ap.add_argument("--compile", action="store_true", help="also run FastDecoder with torch.compile")
     ap.add_argument("--check-every", type=int, default=8)
+    ap.add_argument("--no-render", action="store_true", help="skip the render-path row (automatic precision)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -197,6 +239,14 @@ def main() -> None:
             if x["quant"] == quant:
                 x["speedup"] = x["tokens_per_s"] / base if base else None
         del lm
+    if not args.no_render and codec is not None:
+        precision, r = run_render(args.size, device, codec, prefix, args.prompt_tokens, n)
+        base = next((x["tokens_per_s"] for x in rows if x["path"].startswith("recipe") and x["quant"] == "fp32"), None)
+        base = base or next((x["tokens_per_s"] for x in rows if x["path"].startswith("recipe")), None)
+        tps = r["tokens"] / r["gen_s"]
+        rows.append(dict(size=args.size, quant=f"auto={precision}", path=f"render path ({r.pop('prompt')}-token prompt)",
+                         device=_device_name(device), **r, tokens_per_s=tps, rtf=r["total_s"] / (r["tokens"] / FRAME_RATE),
+                         peak_gpu_gib=None, speedup=tps / base if base else None))
     _print_table(rows, "first audio" if codec is not None else "first code")
     if args.out:
         meta = dict(date=time.strftime("%Y-%m-%d"), torch=torch.__version__, python=platform.python_version(),

@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     narrate.add_argument("--chapters", help="chapters to narrate and export, e.g. 1,3-5 (default all; remembered)")
     narrate.add_argument("--lm", help=f"Llasa LM: Hugging Face id or local folder (default {DEFAULT_LM})")
     narrate.add_argument("--codec", help=f"X-Codec2: Hugging Face id or local folder (default {DEFAULT_CODEC})")
-    narrate.add_argument("--quant", choices=QUANTIZATIONS, help="LM weights (default 4bit on CUDA, fp32 on CPU)")
+    narrate.add_argument("--quant", choices=QUANTIZATIONS, help="LM weights (default: automatic for the device)")
     narrate.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default auto)")
     narrate.add_argument("--seed", type=int, help="base seed of every take (default random, stored in the project)")
     narrate.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 
 from cli.common import status
@@ -12,7 +11,7 @@ from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
 
 
 def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
-    synth = subparsers.add_parser("synth", help="speak a text in a cloned voice and write a WAV")
+    synth = subparsers.add_parser("synth", help="speak a text of any length in a cloned voice and write an audio file")
     text = synth.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", help="the text to speak")
     text.add_argument("--text-file", type=Path, help="a UTF-8 text file to speak")
@@ -21,8 +20,8 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", type=Path, required=True, help="output audio file (.wav, .flac or .ogg)")
     synth.add_argument("--lm", default=DEFAULT_LM, help=f"Llasa LM: Hugging Face id or local folder (default {DEFAULT_LM})")
     synth.add_argument("--codec", default=DEFAULT_CODEC, help=f"X-Codec2: Hugging Face id or local folder (default {DEFAULT_CODEC})")
-    synth.add_argument("--quant", choices=QUANTIZATIONS, help="LM weights: 4bit (default on CUDA), 8bit, bf16, fp32 (default on CPU)")
-    synth.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default auto: CUDA when present)")
+    synth.add_argument("--quant", choices=QUANTIZATIONS, help="LM weights (default: automatic for the device: 4bit on CUDA, bf16 or fp32 on a CPU)")
+    synth.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default auto: CUDA, else MPS, else CPU)")
     synth.add_argument("--seed", type=int, help="random seed, for a reproducible take")
     synth.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)")
     synth.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
@@ -47,10 +46,10 @@ def add_transcribe_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from engine.audio.clip import check_output_path, load_reference, write_audio
+    from engine.audio.clip import check_output_path, load_reference
+    from engine.audio.devices import StreamPlayer
     from engine.config import ModelChoice, SamplingParams
     from engine.errors import InputTextError, SettingsError
-    from engine.audio.devices import StreamPlayer
     from engine.speech.synth import Synthesizer, read_text_file
 
     # Everything that can be checked without models is checked first: bad input fails in milliseconds.
@@ -87,71 +86,97 @@ def _run_synth(args: argparse.Namespace) -> None:
     voice = synthesizer.encode_reference(clip, args.ref_text) if clip else None
     if voice is None:
         status("No reference clip: the model picks a random voice.")
-
-    def progress(done: int, budget: int) -> None:
-        if sys.stderr.isatty() and done % 25 == 0:
-            print(f"\rGenerating… {done} tokens ({done / 50:.1f} s of audio)", end="", file=sys.stderr, flush=True)
-
-    if args.candidates > 1:
-        return _synth_best_of(args, synthesizer, text, voice, params, clip, progress)
+    picker = _best_of_picker(args, synthesizer, voice, clip) if args.candidates > 1 else None
     try:
         if player:
             player.start()
             status("Generating and playing…")
-        on_audio = player.feed if player else None
-        result = synthesizer.synthesize(text, voice, params, cancel=threading.Event(), on_progress=progress, on_audio=on_audio)
+        result = _render_to_file(args, synthesizer, text, voice, params, player, picker)
         if player:
             player.finish()
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
-        for warning in result.warnings:
-            status(f"warning: {warning}")
-        write_audio(args.out, result.audio)
-        status(f"Wrote {args.out} ({len(result.audio) / 16000:.2f} s, {len(result.codes)} speech tokens).")
-        if player:
             player.wait()
     finally:
         if player:
             player.stop()
+    if picker is not None:
+        picker.write_scores(args.out, text, result)
 
 
-def _synth_best_of(args, synthesizer, text, voice, params, clip, progress) -> None:
-    """--candidates N: N takes in one batch, scored; the best to --out, all scores to OUT.takes.json."""
-    import json
-    import os
-    import tempfile
+def _render_to_file(args, synthesizer, text, voice, params, player, picker):
+    """Speak `text` through the render path, writing the joined takes to --out as they become final."""
+    import threading
 
-    from engine.audio.clip import write_audio
-    from engine.speech.best_of import render_best_of
+    from engine.audio.clip import AudioWriter
+    from engine.speech.render import RenderProgress, render
+
+    def progress(p: RenderProgress) -> None:
+        if sys.stderr.isatty():
+            part = f"segment {p.segment + 1}/{p.segments}, " if p.segments > 1 else ""
+            print(f"\rGenerating… {part}{p.tokens} tokens ({p.tokens / 50:.1f} s)   ", end="", file=sys.stderr, flush=True)
+
+    with AudioWriter(args.out) as writer:
+        result = render(synthesizer, text, voice, params, candidates=args.candidates, pick=picker,
+                        cancel=threading.Event(), on_progress=progress, on_audio=player.feed if player else None,
+                        sink=writer.write)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        for warning in result.warnings:
+            status(f"warning: {warning}")
+    segments = f", {len(result.segments)} segments" if len(result.segments) > 1 else ""
+    status(f"Wrote {args.out} ({writer.frames / 16000:.2f} s, {len(result.codes)} speech tokens{segments}, seed {result.seed}).")
+    return result
+
+
+class _BestOfPicker:
+    """--candidates N: each segment's N takes (one batch) scored by the verifiers; the best one is kept."""
+
+    def __init__(self, verifiers, reference) -> None:
+        self.verifiers, self.reference, self.scored = verifiers, reference, []
+
+    def __call__(self, text: str, spoken) -> int:
+        from engine.verify.scoring import rank
+
+        scores = self.verifiers.score([t.audio for t in spoken.takes], text, self.reference)
+        order = rank(scores)
+        self.scored.append((text, spoken, scores, order))
+        return order[0]
+
+    def write_scores(self, out: Path, text: str, result) -> None:
+        """Print each segment's ranking and write every take's scores to OUT.takes.json (atomically)."""
+        import json
+        import os
+        import tempfile
+
+        cell = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
+        print(f"{'seg':>3} {'rank':>4} {'take':>4} {'seconds':>7} {'WER':>6} {'CER':>6} {'similarity':>10}  transcript")
+        segments = []
+        for number, (segment_text, spoken, scores, order) in enumerate(self.scored, 1):
+            for place, row in enumerate(order):
+                s = scores[row]
+                print(f"{number:>3} {place + 1:>4} {row + 1:>4} {len(spoken.takes[row].codes) / 50:>7.2f} "
+                      f"{cell(s.wer, '6.3f')} {cell(s.cer, '6.3f')} {cell(s.similarity, '10.3f')}  {s.transcript or ''}")
+            segments.append({"text": segment_text, "best_index": order[0], "takes": [
+                {"index": row, "rank": order.index(row), "finish_reason": t.finish_reason, "seconds": len(t.codes) / 50,
+                 "scores": scores[row].to_dict(), "codes": list(t.codes)} for row, t in enumerate(spoken.takes)]})
+        path = out.with_name(out.stem + ".takes.json")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".takes-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"text": text, "seed": result.seed, "segments": segments}, handle, ensure_ascii=False, indent=1)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        status(f"Wrote every take's scores to {path}.")
+
+
+def _best_of_picker(args, synthesizer, voice, clip) -> _BestOfPicker:
     from engine.verify.scoring import Verifiers
 
     asr = None if args.asr.lower() == "none" else args.asr
     speaker = None if args.speaker_model.lower() == "none" or clip is None else args.speaker_model
     status("Loading verifiers…")
     verifiers = Verifiers.load(asr, speaker, device=synthesizer.lm.device.type)
-    result = render_best_of(synthesizer, text, voice, params, args.candidates, verifiers,
-                            reference_audio=clip.samples if clip else None, cancel=threading.Event(), on_progress=progress)
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    print(f"{'rank':>4} {'take':>4} {'seconds':>7} {'WER':>6} {'CER':>6} {'similarity':>10}  transcript")
-    cell = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
-    for take in result.takes:
-        s = take.scores
-        print(f"{take.rank + 1:>4} {take.index + 1:>4} {len(take.codes) / 50:>7.2f} {cell(s.wer, '6.3f')} "
-              f"{cell(s.cer, '6.3f')} {cell(s.similarity, '10.3f')}  {s.transcript or ''}")
-    best = result.best
-    for warning in best.warnings:
-        status(f"warning: {warning}")
-    write_audio(args.out, best.audio)
-    takes_path = args.out.with_name(args.out.stem + ".takes.json")
-    fd, tmp = tempfile.mkstemp(dir=takes_path.parent, prefix=".takes-", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"text": text, **result.to_dict()}, handle, ensure_ascii=False, indent=1)
-    os.replace(tmp, takes_path)
-    c = result.cost
-    status(f"Wrote {args.out} (take {best.index + 1} of {args.candidates}, {len(best.audio) / 16000:.2f} s, "
-            f"{len(best.codes)} speech tokens) and {takes_path}. Cost: {c.tokens} tokens, {c.verifier_calls} verifier "
-            f"calls, {c.generate_s:.1f} s generating, {c.verify_s:.1f} s verifying.")
+    return _BestOfPicker(verifiers, clip.samples if clip else None)
 
 
 def _run_transcribe(args: argparse.Namespace) -> None:

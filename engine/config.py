@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from engine.errors import SettingsError
 
-QUANTIZATIONS = ("4bit", "8bit", "bf16", "fp32")
-DEVICES = ("auto", "cuda", "cpu")
+QUANTIZATIONS = ("4bit", "8bit", "bf16", "fp16", "fp32")  # fp16: for Apple GPUs without bf16
+DEVICES = ("auto", "cuda", "mps", "cpu")
 
 DEFAULT_LM = "HKUSTAudio/Llasa-1B"
 DEFAULT_CODEC = "HKUSTAudio/xcodec2"
@@ -24,8 +24,8 @@ class ModelChoice:
 
     lm: str = DEFAULT_LM  # Hugging Face repo id or local folder of the Llasa LM
     codec: str = DEFAULT_CODEC  # Hugging Face repo id or local folder of X-Codec2
-    quantization: str | None = None  # one of QUANTIZATIONS; None = 4bit on CUDA, fp32 on CPU
-    device: str = "auto"  # one of DEVICES; auto = CUDA when present, else CPU
+    quantization: str | None = None  # one of QUANTIZATIONS; None = automatic per device (engine.lm.device)
+    device: str = "auto"  # one of DEVICES; auto = CUDA, else Apple's MPS, else CPU
 
     def __post_init__(self) -> None:
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:

@@ -71,3 +71,7 @@ class DrmProtectedError(BookImportError):
 
 class ProjectError(EngineError):
     """A narration project folder is missing, damaged, or not the project the command expects."""
+
+
+class NoSpeechError(EngineError):
+    """The model ended a take without any speech (a failed take: another seed usually works)."""

@@ -18,8 +18,15 @@ if TYPE_CHECKING:
 class ModelsLoaded:
     device: str  # "NVIDIA GeForce RTX 4090" or "CPU"
     lm: str  # the LM as chosen (repo id or folder)
-    quantization: str  # "4bit" | "8bit" | "bf16" | "fp32"
+    quantization: str  # the precision in use: "4bit" | "8bit" | "bf16" | "fp16" | "fp32"
     notices: tuple[str, ...]  # things the user should know, e.g. a CPU fallback
+    fast_path: str = "eager"  # decode step: "captured" (CUDA graph), "eager" (CPU/MPS), "off" (failed self-check)
+
+
+@dataclass(frozen=True)
+class SpeedMeasured:
+    request_id: str
+    result: object  # engine.speech.speed.SpeedResult
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,9 @@ class Progress:
     request_id: str | None
     stage: str  # "load" | "encode" | "generate"
     done: int
-    total: int  # for "generate": the token budget (the model usually stops earlier)
+    total: int  # for "generate": the segment's token budget (the model usually stops earlier)
+    segment: int = 0  # "generate": 0-based index of the segment being spoken
+    segments: int = 1  # "generate": segments in the text
 
 
 @dataclass(frozen=True)
@@ -45,9 +54,11 @@ class AudioChunk:
 @dataclass(frozen=True)
 class Generated:
     request_id: str
-    audio: np.ndarray  # float32 [codes * 320] at 16 kHz: exactly the AudioChunks concatenated
+    audio: np.ndarray  # float32 [n] at 16 kHz: the full decode of every segment, joined (the AudioChunks
+    # were a streamed preview of it)
     codes: tuple[int, ...]
     warnings: tuple[str, ...]
+    seed: int | None = None  # the seed the take was made with (drawn when the request had none)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,13 @@ import numpy as np
 
 from engine.audio.clip import SAMPLE_RATE
 from engine.config import ModelChoice, SamplingParams
+from engine.text.plan import TextOptions
 from engine.errors import CancelledError, EngineError, InputTextError, ReferenceAudioError
 from engine.book.quality import VerifierModels
 from engine.verify.scoring import DEFAULT_ASR
 from engine.events import (  # noqa: F401 (re-exported)
-    AudioChunk, Cancelled, Exported, Failed, Generated, ModelsLoaded, Progress, Transcribed, VoiceEncoded,
+    AudioChunk, Cancelled, Exported, Failed, Generated, ModelsLoaded, Progress, SpeedMeasured, Transcribed,
+    VoiceEncoded,
 )
 from engine.book.jobs import (  # noqa: F401 (re-exported: the session's job and event types)
     PROJECT_JOBS, CreateProject, ExportProject, Narrate, Narrated, NarrationProgressed, ProjectCreated,
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llasa.engine")
 
-PROGRESS_EVERY = 25  # tokens between Progress events while generating (half a second of speech)
 MIN_REFERENCE_S = 1.0  # shortest clip EncodeVoice accepts (as engine.audio.clip.load_reference)
 
 
@@ -70,6 +71,14 @@ class Generate:
     text: str
     voice: "Voice | None"
     params: SamplingParams = field(default_factory=SamplingParams)
+    options: TextOptions = field(default_factory=TextOptions)  # pauses, pronunciations, language
+
+
+@dataclass(frozen=True)
+class MeasureSpeed:
+    """Time the loaded models on a fixed paragraph (engine.speech.speed); answered by SpeedMeasured."""
+
+    request_id: str
 
 
 @dataclass(frozen=True)
@@ -198,6 +207,10 @@ class EngineSession:
 
             write_audio(job.path, job.wave)
             self._emit(Exported(job.request_id, Path(job.path)))
+        elif isinstance(job, MeasureSpeed):
+            from engine.speech.speed import measure_speed
+
+            self._emit(SpeedMeasured(job.request_id, measure_speed(self._models(), cancel=cancel)))
         elif isinstance(job, Transcribe):
             asr = self._verifiers.asr(job.model, self._device())
             self._emit(Transcribed(job.request_id, asr.transcribe(job.samples, job.language)))
@@ -240,7 +253,8 @@ class EngineSession:
         device = synth.lm.device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
         self._emit(Progress(request_id, "load", 1, 1))
-        self._emit(ModelsLoaded(name, str(job.choice.lm), synth.lm.quantization, tuple(synth.notices)))
+        fast_path = ("captured" if synth.lm.fast_path else "off") if device.type == "cuda" else "eager"
+        self._emit(ModelsLoaded(name, str(job.choice.lm), synth.lm.quantization, tuple(synth.notices), fast_path))
 
     def _encode(self, job: EncodeVoice) -> None:
         from engine.audio.clip import ReferenceClip
@@ -261,23 +275,23 @@ class EngineSession:
         self._emit(VoiceEncoded(job.request_id, voice))
 
     def _generate(self, job: Generate, cancel: threading.Event) -> None:
-        """Generate, streaming audio chunks as soon as they are decoded, then the whole take."""
+        """Speak any text through the render path: live AudioChunks as each segment is generated, then
+        the whole take (the full decode, the same bytes as `synth` with the same seed)."""
+        from engine.speech.render import RenderProgress, render
+
         rid = job.request_id
 
-        def progress(done: int, budget: int) -> None:
-            if done % PROGRESS_EVERY == 0:
-                self._emit(Progress(rid, "generate", done, budget))
+        def progress(p: RenderProgress) -> None:
+            self._emit(Progress(rid, "generate", p.tokens, p.budget, p.segment, p.segments))
 
         def audio(chunk: np.ndarray) -> None:
             if len(chunk):
                 self._emit(AudioChunk(rid, chunk))
 
         self._emit(Progress(rid, "generate", 0, 0))  # started; the budget is known after the prompt
-        result = self._models().synthesize(
-            job.text, job.voice, job.params, cancel=cancel, on_progress=progress, on_audio=audio
-        )
-        self._emit(Progress(rid, "generate", len(result.codes), len(result.codes)))
-        self._emit(Generated(rid, result.audio, result.codes, result.warnings))
+        result = render(self._models(), job.text, job.voice, job.params, options=job.options, cancel=cancel,
+                        on_progress=progress, on_audio=audio)
+        self._emit(Generated(rid, result.audio, result.codes, result.warnings, result.seed))
 
 
 def _process_rss_bytes() -> int | None:

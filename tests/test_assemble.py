@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engine.book.assemble import join_segments
+from engine.speech.assemble import join_segments
 
 RATE = 16000
 

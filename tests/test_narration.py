@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 
 from engine.book.importer import Book, Chapter
-from engine.config import ModelChoice
+from engine.config import ModelChoice, SamplingParams
 from engine.errors import ProjectError, TextTooLongError
 from engine.book.narration import (
     DONE, FAILED, NEEDS_CHECK, PENDING, RenderedTake, create_project, export_project, narrate, parse_chapter_spec,
-    plan_segments, segment_budget, segment_cap, synthesize_take,
+    TakeJob, plan_segments, segment_budget, segment_cap, synthesize_take,
 )
 from engine.book.project import NarrationProject, NarrationSettings
 from engine.text.pipeline import normalize
@@ -164,9 +164,10 @@ def test_a_pluggable_renderer_scores_and_failures_are_recorded(tmp_path, synthes
         export_project(project, tmp_path / "book.wav", "wav")
 
 
-def test_synthesize_caps_tokens_with_max_new_tokens(synthesizer, voice):
-    result = synthesizer.synthesize("Hello there.", voice.to_voice(), max_new_tokens=7)
-    assert (len(result.codes), result.finish_reason, result.warnings) == (7, "length", ())
+def test_a_take_is_capped_by_max_new_tokens(synthesizer, voice):
+    job = TakeJob("Hello there.", voice.to_voice(), SamplingParams(seed=1), max_new_tokens=7)
+    take = synthesize_take(synthesizer, job)
+    assert (len(take.codes), take.finish_reason, len(take.audio)) == (7, "length", 7 * 320)
 
 
 def test_creating_into_a_used_folder_is_refused(tmp_path, synthesizer, voice):

@@ -41,21 +41,15 @@ def synth(tiny_models):
 
 @pytest.fixture(scope="module")
 def short_voice(synth):
-    """A voice whose reference nearly fills the window, so the tiny model's speech is cut after ~100 tokens.
+    """A voice whose long transcript makes its speaking rate low, so the render path's runaway cap for
+    TEXT (2 x the estimated tokens + 1 s) is 56 tokens. (Random weights rarely say the end token.)"""
+    from engine.speech.synth import Voice
+    from engine.text.plan import segment_cap
+    from engine.text.pipeline import speaking_rate
 
-    (Random weights rarely say the end token; a real-length reference would make every test generate
-    ~1,700 tokens.)
-    """
-    from engine.lm.prompt import build_prompt
-    from engine.speech.synth import Voice, speech_budget
-
-    transcript = "The quick brown fox jumps over the lazy dog, near the quiet river bank. " * 4
-    tokenizer, tokens = synth.lm.tokenizer, synth.lm.tokens
-    probe = build_prompt(tokenizer, tokens, TEXT, reference_codes=[7] * 100, reference_text=transcript.strip())
-    n_codes = 100 + CONTEXT_WINDOW - 100 - len(probe)
-    voice = Voice(codes=tuple((i * 37) % 65536 for i in range(n_codes)), transcript=transcript.strip())
-    prompt = build_prompt(tokenizer, tokens, TEXT, reference_codes=voice.codes, reference_text=voice.transcript)
-    assert speech_budget(len(prompt), TEXT, voice) == 100
+    transcript = ("The quick brown fox jumps over the lazy dog, near the quiet river bank. " * 6).strip()
+    voice = Voice(codes=tuple((i * 37) % 65536 for i in range(100)), transcript=transcript)
+    assert segment_cap(TEXT, speaking_rate(100, transcript)) == 56
     return voice
 
 
@@ -124,7 +118,9 @@ def test_encode_refuses_empty_transcript_and_short_clip(loaded):
     assert re.search(r"only 0\.5 s", recorder.final().message)
 
 
-def test_generate_streams_chunks_that_make_the_result(loaded, synth, short_voice):
+def test_generate_streams_a_preview_and_returns_the_render_paths_take(loaded, synth, short_voice):
+    from engine.speech.render import render
+
     session, recorder = loaded
     session.submit(Generate("g2", TEXT, short_voice, SamplingParams(seed=3)))
     result = recorder.final()
@@ -132,15 +128,14 @@ def test_generate_streams_chunks_that_make_the_result(loaded, synth, short_voice
     events = recorder.of("g2")
     chunks = [e.samples for e in events if isinstance(e, AudioChunk)]
     assert len(chunks) >= 2  # audio arrived before the end, in pieces
-    assert np.array_equal(np.concatenate(chunks), result.audio)
-    assert result.audio.dtype == np.float32 and len(result.audio) == len(result.codes) * 320
-    progress = [e.done for e in events if isinstance(e, Progress)]
-    assert progress[:3] == [0, 25, 50] and progress[-1] == len(result.codes)
-    # the streamed loop draws exactly the tokens Synthesizer.synthesize draws
-    reference = synth.synthesize(TEXT, short_voice, SamplingParams(seed=3))
-    assert result.codes == reference.codes
+    assert sum(len(c) for c in chunks) == len(result.codes) * 320  # the streamed preview of every code
+    progress = [(e.done, e.segment, e.segments) for e in events if isinstance(e, Progress)]
+    assert [d for d, _, _ in progress[:4]] == [0, 0, 25, 50] and progress[-1] == (len(result.codes), 0, 1)
+    # the same take, byte for byte, as the render path gives without live audio (and `synth`)
+    reference = render(synth, TEXT, short_voice, SamplingParams(seed=3))
+    assert result.codes == reference.codes and result.seed == 3
     assert result.warnings == reference.warnings
-    assert len(result.audio) == len(reference.audio)  # how close the windowed decode is: tests/test_stream.py
+    assert np.array_equal(result.audio, reference.audio)
     assert events[-1] is result
 
 

@@ -296,7 +296,8 @@ def test_split_keeps_abbreviation_with_lowercase_continuation_and_edge_cases():
 
 
 def test_budget_for_voice_matches_speech_budget():
-    from engine.speech.synth import Voice, speech_budget
+    from engine.speech.render import speech_budget
+    from engine.speech.synth import Voice
     from engine.text.pipeline import DEFAULT_TOKENS_PER_CHAR
 
     transcript = "This reference clip says a fairly ordinary sentence for about fifteen seconds. " * 3

@@ -272,43 +272,94 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return dest
 
 
-def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write float32 [n] (or [n, channels]) at sample_rate (Hz) to path, atomically.
+class AudioWriter:
+    """Writes float32 audio to `path` piece by piece; the file appears complete on close() or not at all.
 
     The format follows the extension (.wav and .flac: 16-bit PCM; .ogg: Vorbis; .mp3 when this
-    libsndfile can encode it). Samples are clipped to [-1, 1]. The file appears complete or not at
-    all: it is written to a temporary file in the same folder, synced, then renamed over `path`.
-    Raises UnsupportedAudioError for an unknown extension and OutputFileError when the folder cannot
-    be written.
+    libsndfile can encode it); samples are clipped to [-1, 1]. Pieces go to a temporary file in the
+    same folder (opened by path, so libsndfile reports errors itself), which close() syncs and
+    renames over `path`; abort() — or leaving a `with` block by an exception — removes it. Raises
+    UnsupportedAudioError for an unknown extension and OutputFileError when the file cannot be written.
     """
-    dest = Path(path)
-    fmt = _output_format(dest)
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, channels: int = 1) -> None:
+        self.path = Path(path)
+        fmt = _output_format(self.path)
+        self.frames = 0  # samples per channel written so far
+        self._tmp: str | None = None
+        try:
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
+            os.close(fd)
+            self._file = sf.SoundFile(self._tmp, "w", int(sample_rate), channels, fmt[1], format=fmt[0])
+        except BaseException as e:
+            self.abort()
+            raise self._error(e) from e
+
+    def _error(self, e: BaseException) -> BaseException:
+        if isinstance(e, OSError):
+            return OutputFileError(f"Cannot write {self.path}: {e.strerror or e}; choose another folder or name.")
+        if isinstance(e, (sf.LibsndfileError, RuntimeError)):
+            full = "No space left" in str(e) or "disk full" in str(e).lower()
+            reason = "the disk is full" if full else f"encoder failed ({e})"
+            return OutputFileError(f"Cannot write {self.path}: {reason}; choose another folder or free some space.")
+        return e
+
+    def write(self, wave: np.ndarray) -> None:
+        """Append float32 [n] (or [n, channels]) samples."""
+        data = np.asarray(wave, dtype=np.float32)
+        if data.ndim not in (1, 2) or not np.isfinite(data).all():
+            raise ValueError(f"AudioWriter expects finite samples [n] or [n, ch], got {data.shape}")
+        try:
+            self._file.write(np.clip(data, -1.0, 1.0))
+        except BaseException as e:
+            self.abort()
+            raise self._error(e) from e
+        self.frames += len(data)
+
+    def close(self) -> Path:
+        """Finish the file and put it in place; returns its path."""
+        try:
+            self._file.close()
+            with open(self._tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            # mkstemp makes the file private (0600); keep an existing file's mode, else rw-r--r--
+            os.chmod(self._tmp, stat.S_IMODE(os.stat(self.path).st_mode) if self.path.is_file() else 0o644)
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        except BaseException as e:
+            self.abort()
+            raise self._error(e) from e
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written; `path` stays as it was."""
+        file = getattr(self, "_file", None)
+        if file is not None and not file.closed:
+            try:
+                file.close()
+            except (sf.LibsndfileError, RuntimeError, OSError):
+                pass
+        if self._tmp is not None:
+            Path(self._tmp).unlink(missing_ok=True)
+            self._tmp = None
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write float32 [n] (or [n, channels]) at sample_rate (Hz) to path, atomically (see AudioWriter)."""
     data = np.asarray(wave, dtype=np.float32)
     if data.ndim not in (1, 2) or not np.isfinite(data).all():
         raise ValueError(f"write_audio expects finite samples [n] or [n, ch], got {data.shape}")
-    data = np.clip(data, -1.0, 1.0)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=dest.suffix, dir=dest.parent)
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, data, int(sample_rate), format=fmt[0], subtype=fmt[1])
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); keep an existing file's mode, else rw-r--r--
-        os.chmod(tmp, stat.S_IMODE(os.stat(dest).st_mode) if dest.is_file() else 0o644)
-        os.replace(tmp, dest)
-        tmp = None
-    except OSError as e:
-        reason = e.strerror or str(e)
-        raise OutputFileError(f"Cannot write {dest}: {reason}; choose another folder or name.") from e
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise OutputFileError(f"Cannot write {dest}: encoder failed ({e}).") from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+    with AudioWriter(path, sample_rate, 1 if data.ndim == 1 else data.shape[1]) as writer:
+        writer.write(data)
 
 
 def quality_hints(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[str, ...]:

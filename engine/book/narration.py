@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.audio.clip import FRAME_RATE, SAMPLE_RATE
+from engine.audio.clip import SAMPLE_RATE
 from engine.book.importer import Book
 from engine.config import SamplingParams
-from engine.errors import CancelledError, EngineError, ProjectError
+from engine.errors import CancelledError, EngineError, NoSpeechError, ProjectError
 from engine.book.project import (
     DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Segment, TakeRecord,
 )
-from engine.text.pipeline import Pause, apply_pronunciations, estimate_tokens, normalize, parse_markup, split_text
+from engine.text.pipeline import estimate_tokens
+from engine.text.plan import plan_text, segment_cap
 from engine.voices import SavedVoice
 
 if TYPE_CHECKING:
@@ -42,38 +43,23 @@ __all__ = [
 # ---------------------------------------------------------------- planning
 
 def segment_budget(synthesizer: "Synthesizer", codes: Sequence[int], transcript: str) -> tuple[int, float]:
-    """(max speech tokens per segment, speech tokens per character) for a voice on this model.
+    """(max speech tokens per segment, speech tokens per character) for a voice on this model."""
+    from engine.speech.render import voice_budget
+    from engine.speech.synth import Voice
 
-    The prompt overhead (chat template, instruction, transcript) is measured with
-    engine.lm.prompt.build_prompt on the model's own tokenizer.
-    """
-    from engine.lm.prompt import build_prompt
-    from engine.text.pipeline import budget_for_voice
-
-    lm = synthesizer.lm
-    prompt = build_prompt(lm.tokenizer, lm.tokens, "x", reference_codes=list(codes), reference_text=transcript)
-    return budget_for_voice(len(codes), transcript, len(prompt) - len(codes) - 1)
+    return voice_budget(synthesizer, Voice(tuple(codes), transcript) if codes else None)
 
 
 def plan_segments(
     source: str, settings: NarrationSettings, max_tokens: int, tokens_per_char: float, *, id_prefix: str = ""
 ) -> tuple[Segment, ...]:
-    """A chapter's text as segments: markup -> pronunciations -> normalize -> split to the budget.
+    """A chapter's text as segments (engine.text.plan.plan_text, the render path's own planning).
 
-    Lines inside a paragraph are joined (hard-wrapped text); pauses from the markup go to the segment
-    before them; the last segment is followed by at least the chapter pause (the gap to the next
-    chapter in a whole-book export). Segment ids are f"{id_prefix}{n}" with n counting from 1.
+    The last segment is followed by at least the chapter pause (the gap to the next chapter in a
+    whole-book export). Segment ids are f"{id_prefix}{n}" with n counting from 1.
     """
-    segments: list[Segment] = []
-    for item in parse_markup(source, paragraph_pause=settings.paragraph_pause, chapter_pause=settings.chapter_pause):
-        if isinstance(item, Pause):
-            if segments:
-                segments[-1] = replace(segments[-1], pause_after=segments[-1].pause_after + item.seconds)
-            continue
-        text = apply_pronunciations(re.sub(r"\s*\n\s*", " ", item.text), settings.pronunciations)
-        text = normalize(text, language=settings.language)
-        for chunk in split_text(text, max_tokens=max_tokens, tokens_per_char=tokens_per_char) if text else ():
-            segments.append(Segment(f"{id_prefix}{len(segments) + 1}", chunk.strip(), 0.0))
+    planned = plan_text(source, settings.text_options(), max_tokens=max_tokens, tokens_per_char=tokens_per_char)
+    segments = [Segment(f"{id_prefix}{i + 1}", p.text, p.pause_after) for i, p in enumerate(planned)]
     if segments:
         segments[-1] = replace(segments[-1], pause_after=max(segments[-1].pause_after, settings.chapter_pause))
     return tuple(segments)
@@ -127,15 +113,26 @@ SegmentRenderer = Callable[["Synthesizer", TakeJob], RenderedTake]
 
 
 def synthesize_take(synthesizer: "Synthesizer", job: TakeJob) -> RenderedTake:
-    """The default renderer: one Synthesizer.synthesize call, no scores."""
-    result = synthesizer.synthesize(job.text, job.voice, job.params, cancel=job.cancel,
-                                    on_progress=job.on_progress, max_new_tokens=job.max_new_tokens)
-    return RenderedTake(result.audio, result.codes, result.finish_reason)
+    """The default renderer: one take through the render path (engine.speech.render.speak_segment).
 
+    A take without speech is a failed take (NoSpeechError), as everywhere else.
+    """
+    from engine.speech.render import speak_segment
 
-def segment_cap(text: str, tokens_per_char: float) -> int:
-    """Runaway guard: twice the estimated speech tokens plus one second (the window may cap it lower)."""
-    return 2 * estimate_tokens(text, tokens_per_char) + FRAME_RATE
+    drawn = 0
+
+    def on_step(step: list[int | None]) -> None:
+        nonlocal drawn
+        if step[0] is not None and job.on_progress is not None:
+            drawn += 1
+            job.on_progress(drawn, job.max_new_tokens)
+
+    spoken = speak_segment(synthesizer, job.text, job.voice, job.params, max_new_tokens=job.max_new_tokens,
+                           cancel=job.cancel, on_step=on_step)
+    take = spoken.takes[0]
+    if not take.codes:
+        raise NoSpeechError("The model produced no speech for this segment; regenerate it (another seed) or edit it.")
+    return RenderedTake(take.audio, take.codes, take.finish_reason)
 
 
 def render_segment(
@@ -274,7 +271,7 @@ def export_project(
 
     ProjectError when a segment is still pending or failed. Needs-check takes are exported as they are.
     """
-    from engine.book.assemble import join_segments
+    from engine.speech.assemble import join_segments
     from engine.book.export import BookMetadata, ChapterAudio, export_book, export_chapters
 
     indices = list(chapters) if chapters is not None else [i for i, c in enumerate(project.chapters) if c.selected]

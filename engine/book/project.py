@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from engine.audio.clip import SAMPLE_RATE
+from engine.text.plan import TextOptions
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, ModelChoice, SamplingParams
 from engine.errors import ProjectError, SettingsError, TextTooLongError
 from engine.text.pronunciation import PronunciationRule, apply_pronunciations
@@ -101,6 +102,10 @@ class NarrationSettings:
             raise SettingsError("Pauses must be >= 0 seconds.")
         if not 1 <= self.candidates <= 8 or (self.candidates > 1 and not (self.asr or self.speaker)):
             raise SettingsError("Quality mode needs 2 to 8 candidates and a Whisper or speaker model.")
+
+    def text_options(self) -> TextOptions:
+        """How the project's text becomes segments (engine.text.plan)."""
+        return TextOptions(self.paragraph_pause, self.chapter_pause, self.language, self.pronunciations)
 
     def sampling(self, seed: int) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_p, self.top_k, self.repetition_penalty, seed)

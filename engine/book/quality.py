@@ -82,26 +82,21 @@ def best_of_renderer(verifiers: "Verifiers", reference_audio: np.ndarray | None,
     """A narration SegmentRenderer: best-of-`candidates` takes, the verifiers' pick returned with its scores.
 
     ``reference_audio`` (float32 16 kHz) is what speaker similarity compares with (None: the voice's
-    codes decoded). One FastDecoder of the full context window is made on the first call and reused
-    for every later segment on the same LM (it keeps its captured CUDA graphs).
+    codes decoded). The candidates are one batch of the Synthesizer's decoder (engine.speech.render).
+    A best take without speech is a failed take (NoSpeechError).
     """
     from engine.book.narration import RenderedTake
 
-    decoders: dict[int, Any] = {}
-
     def render(synthesizer: "Synthesizer", job: "TakeJob") -> RenderedTake:
+        from engine.errors import NoSpeechError
         from engine.speech.best_of import render_best_of
-        from engine.config import CONTEXT_WINDOW
-        from engine.lm.decoder import FastDecoder
 
-        lm = synthesizer.lm
-        if id(lm) not in decoders:
-            decoders.clear()
-            decoders[id(lm)] = FastDecoder(lm, max_batch=candidates, max_length=CONTEXT_WINDOW)
         result = render_best_of(synthesizer, job.text, job.voice, job.params, candidates, verifiers,
                                 reference_audio=reference_audio, max_new_tokens=job.max_new_tokens,
-                                cancel=job.cancel, on_progress=job.on_progress, decoder=decoders[id(lm)])
+                                cancel=job.cancel, on_progress=job.on_progress)
         best = result.best
+        if not best.codes:
+            raise NoSpeechError("No candidate of this segment had any speech; regenerate it (another seed) or edit it.")
         return RenderedTake(best.audio, best.codes, best.finish_reason, flatten_scores(best.scores, candidates),
                             best.scores.transcript or "")
 

@@ -15,6 +15,7 @@ import torch
 
 from engine.config import SamplingParams
 from engine.errors import DeviceError, ModelFormatError
+from engine.lm.device import default_precision, resolve_device
 from engine.lm.tokens import SpeechTokens
 
 CPU_NOTICE = "No CUDA GPU found: running on CPU in {precision} (slow)"
@@ -30,18 +31,13 @@ class LlasaLM:
     device: torch.device
     quantization: str  # "4bit" | "8bit" | "bf16" | "fp32"
     notice: str | None = None  # something the user should know (e.g. CPU fallback), or None
+    fast_path: bool = True  # CUDA: replay the captured decode step (False after a failed self-check)
 
+    def decoder(self, max_batch: int, max_length: int):
+        """A FastDecoder for up to `max_batch` rows of `max_length` tokens (engine.lm.decoder)."""
+        from engine.lm.decoder import FastDecoder
 
-def resolve_device(device: str) -> tuple[torch.device, str | None]:
-    """"auto" | "cuda" | "cpu" -> the torch device, plus whether "auto" fell back to the CPU."""
-    has_cuda = torch.cuda.is_available()
-    if device == "auto":
-        return torch.device("cuda" if has_cuda else "cpu"), None if has_cuda else "fallback"
-    if device == "cuda" and not has_cuda:
-        raise DeviceError("No CUDA GPU is available here; use --device cpu (slow) or --device auto.")
-    if device not in ("cuda", "cpu"):
-        raise DeviceError(f"Unknown device {device!r}; choose auto, cuda or cpu.")
-    return torch.device(device), None
+        return FastDecoder(self, max_batch=max_batch, max_length=max_length, cuda_graph=self.fast_path)
 
 
 def _weight_options(quantization: str, device: torch.device) -> dict[str, Any]:
@@ -50,8 +46,10 @@ def _weight_options(quantization: str, device: torch.device) -> dict[str, Any]:
         return {"dtype": torch.float32}
     if quantization == "bf16":
         return {"dtype": torch.bfloat16}
+    if quantization == "fp16":
+        return {"dtype": torch.float16}
     if quantization not in ("4bit", "8bit"):
-        raise DeviceError(f"Unknown quantization {quantization!r}; choose 4bit, 8bit, bf16 or fp32.")
+        raise DeviceError(f"Unknown quantization {quantization!r}; choose 4bit, 8bit, bf16, fp16 or fp32.")
     if device.type != "cuda":
         raise DeviceError(f"{quantization} quantization needs a CUDA GPU; on the CPU use --quant fp32 (or bf16).")
     missing = [name for name in ("bitsandbytes", "accelerate") if importlib.util.find_spec(name) is None]
@@ -77,7 +75,7 @@ def _weight_options(quantization: str, device: torch.device) -> dict[str, Any]:
 def load_lm(folder: Path, *, quantization: str | None = None, device: str = "auto") -> LlasaLM:
     """Load a Llasa LM from a local folder (config.json, *.safetensors, tokenizer files). Offline only.
 
-    ``quantization`` None means 4bit on CUDA and fp32 on the CPU. safetensors only; never runs code
+    ``quantization`` None means the device's automatic precision (engine.lm.device.default_precision). safetensors only; never runs code
     from the folder. Raises DeviceError (device/precision unavailable) or ModelFormatError (folder
     is not a loadable Llasa LM).
     """
@@ -85,7 +83,7 @@ def load_lm(folder: Path, *, quantization: str | None = None, device: str = "aut
 
     folder = Path(folder)
     torch_device, fallback = resolve_device(device)
-    quantization = quantization or ("4bit" if torch_device.type == "cuda" else "fp32")
+    quantization = quantization or default_precision(torch_device)
     options = _weight_options(quantization, torch_device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -1,9 +1,9 @@
 """Verifier-picked takes: the Llasa paper's inference-time scaling, on one GPU (or the CPU).
 
-ORM (``render_best_of``): N candidates (1..8) are generated as one batch with engine.lm.decoder's
-FastDecoder (the same prompt in N rows; with sampling each row draws its own noise), each is decoded
-and scored by the verifiers (engine.verify.scoring), and all takes come back ranked best first
-(engine.verify.scoring.rank: lowest WER/CER, ties by speaker similarity).
+ORM (``render_best_of``): N candidates (1..8) are one segment spoken by the render path as one batch
+(engine.speech.render.speak_segment: the same prompt in N rows; with sampling each row draws its
+own noise), each decoded and scored by the verifiers (engine.verify.scoring), and all takes come back
+ranked best first (engine.verify.scoring.rank: lowest WER/CER, ties by speaker similarity).
 
 PRM (``render_beam_search``): chunk-level beam search. The live beams (at most ``beams``) are
 extended by ``chunk_tokens`` codes in one batch (each beam fills an equal share of the
@@ -30,9 +30,9 @@ import numpy as np
 from engine.audio.clip import FRAME_RATE
 from engine.config import SamplingParams
 from engine.errors import CancelledError, InputTextError, SettingsError
-from engine.lm.decoder import FastDecoder
 from engine.lm.prompt import build_prompt
-from engine.speech.synth import Synthesizer, Voice, speech_budget
+from engine.speech.render import SEED_RANGE, decode_rows, speak_segment, speech_budget
+from engine.speech.synth import Synthesizer, Voice
 from engine.verify.scoring import Scores, Verifiers, rank
 
 MAX_CANDIDATES = 8  # rows of one batch: N for best-of, beams * expansions for the beam search
@@ -118,27 +118,8 @@ def _prepare(synth: Synthesizer, text: str, voice: Voice | None, params: Samplin
     budget = speech_budget(len(prompt), text, voice)
     budget = min(budget, max_new_tokens) if max_new_tokens else budget
     if params.seed is None:  # a concrete seed, so every take can be reproduced
-        params = dataclasses.replace(params, seed=random.SystemRandom().randrange(2**31))
+        params = dataclasses.replace(params, seed=random.SystemRandom().randrange(SEED_RANGE))
     return text, prompt, budget, params
-
-
-def _generate(decoder, prompts: list[list[int]], params: SamplingParams, max_new_tokens: int,
-              cancel: threading.Event | None, on_step: Callable[[], None]) -> tuple[list[list[int]], list[str]]:
-    """Codes and finish reasons per prompt, from one batched FastDecoder.generate."""
-    steps, codes = decoder.generate(prompts, params, max_new_tokens=max_new_tokens, cancel=cancel), [[] for _ in prompts]
-    while True:
-        try:
-            step = next(steps)
-        except StopIteration as stop:
-            reasons = stop.value
-            break
-        for row, code in zip(codes, step):
-            if code is not None:
-                row.append(code)
-        on_step()
-    if "cancelled" in reasons:
-        raise CancelledError("Generation was cancelled.")
-    return codes, reasons
 
 
 def _reference(synth: Synthesizer, voice: Voice | None, reference_audio: np.ndarray | None) -> np.ndarray | None:
@@ -156,9 +137,11 @@ def _warnings(reason: str, codes: list[int]) -> tuple[str, ...]:
     return ()
 
 
-def _finish(synth, voice, text, params, verifiers, reference, clock, candidates, rows, method, prefill, tokens):
-    """Decode and fully score finished (codes, reason) candidates; rank them into a SearchResult."""
-    audio = [clock.run("decode", lambda c=c: synth.decode(c, voice)) for c, _ in candidates]
+def _finish(synth, voice, text, params, verifiers, reference, clock, candidates, rows, method, prefill, tokens,
+            audio=None):
+    """Fully score finished (codes, reason) candidates (decoded here unless `audio` is given); rank them."""
+    if audio is None:
+        audio = [clock.run("decode", lambda c=c: synth.decode(c, voice)) for c, _ in candidates]
     scores = verifiers.score(audio, text, reference)
     order = rank(scores)
     takes = tuple(Take(i, order.index(i), audio[i], tuple(candidates[i][0]), candidates[i][1], params.seed, rows,
@@ -181,35 +164,33 @@ def render_best_of(
     max_new_tokens: int | None = None,
     cancel: threading.Event | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    decoder: FastDecoder | None = None,
 ) -> SearchResult:
     """ORM: N takes in one batch, each scored; returns all of them ranked best first.
 
-    ``decoder``: a FastDecoder with max_batch == n (and room for prompt + budget) to reuse across
-    calls, e.g. the segments of a narration: it keeps its captured CUDA graphs. By default a new one.
     ``reference_audio`` (16 kHz) is what speaker similarity compares with; by default the voice's
     codes decoded (None without a voice: no similarity). ``max_new_tokens`` caps the token budget.
-    on_progress(decode_steps, token_budget) is called after every batched step. A seed is drawn when
+    on_progress(decode_steps, token cap) is called after every batched step. A seed is drawn when
     params.seed is None and recorded in every take. Raises CancelledError, TextTooLongError.
     """
     if not 1 <= n <= MAX_CANDIDATES:
         raise SettingsError(f"Candidates must be 1 to {MAX_CANDIDATES}, got {n}.")
     clock = _Clock(verifiers)
-    text, prompt, budget, params = _prepare(synthesizer, text, voice, params, max_new_tokens)
+    text, _, budget, params = _prepare(synthesizer, text, voice, params, max_new_tokens)
     reference = _reference(synthesizer, voice, reference_audio)
-    if decoder is not None and decoder.max_batch != n:
-        raise SettingsError(f"The decoder given has {decoder.max_batch} rows; best-of-{n} needs {n}.")
-    decoder = decoder or FastDecoder(synthesizer.lm, max_batch=n, max_length=len(prompt) + budget)
-    done = [0]
+    done = 0
 
-    def step() -> None:
-        done[0] += 1
+    def step(_: list[int | None]) -> None:
+        nonlocal done
+        done += 1
         if on_progress is not None:
-            on_progress(done[0], budget)
+            on_progress(done, budget)
 
-    codes, reasons = clock.run("generate", lambda: _generate(decoder, [prompt] * n, params, budget, cancel, step))
-    return _finish(synthesizer, voice, text, params, verifiers, reference, clock, list(zip(codes, reasons)), n,
-                   "best-of-n", 0, sum(len(c) for c in codes))
+    spoken = speak_segment(synthesizer, text, voice, params, rows=n, max_new_tokens=budget, cancel=cancel, on_step=step)
+    clock.spent["generate"] += spoken.generate_s
+    clock.spent["decode"] += spoken.decode_s
+    candidates = [(list(t.codes), t.finish_reason) for t in spoken.takes]
+    return _finish(synthesizer, voice, text, params, verifiers, reference, clock, candidates, n, "best-of-n", 0,
+                   sum(len(t.codes) for t in spoken.takes), audio=[t.audio for t in spoken.takes])
 
 
 def render_beam_search(
@@ -241,7 +222,7 @@ def render_beam_search(
     clock = _Clock(verifiers)
     text, prompt, budget, params = _prepare(synthesizer, text, voice, params, max_new_tokens)
     reference = _reference(synthesizer, voice, reference_audio)
-    decoder = FastDecoder(synthesizer.lm, max_batch=rows, max_length=len(prompt) + budget)
+    decoder = synthesizer.decoder(rows)
     clock.run("generate", lambda: decoder.prefill_prefix(prompt))
     to_ids = synthesizer.lm.tokens.codes_to_ids
     active: list[list[int]] = [[]]
@@ -254,13 +235,13 @@ def render_beam_search(
         count = min(chunk_tokens, budget - length)
         done = [0]
 
-        def step() -> None:
+        def step(_: list[int | None]) -> None:
             done[0] += 1
             if on_progress is not None:
                 on_progress(length + done[0], budget)
 
         seeded = dataclasses.replace(params, seed=params.seed + round_)
-        new, reasons = clock.run("generate", lambda: _generate(decoder, prompts, seeded, count, cancel, step))
+        new, reasons = clock.run("generate", lambda: decode_rows(decoder, prompts, seeded, count, cancel, step))
         tokens += sum(len(c) for c in new)
         prefill += len(prompts) * max(length, 1)
         round_ += 1

@@ -1,31 +1,29 @@
-"""One utterance end to end: (voice, text) -> 16 kHz waveform, as the Llasa model card does it.
+"""The loaded speech models: `Synthesizer` owns the Llasa LM and X-Codec2, and `Voice` is a cloned voice.
 
-`Synthesizer` owns the loaded LM and codec. It builds the exact model-card prompt, checks that it fits
-Llasa's 2,048-token window, generates speech codes (a cancel event is checked every token), and
-decodes prompt + generated codes together, cutting the prompt's samples, as the card does.
+Takes are made by engine.speech.render (the one render path); the Synthesizer gives it the LM's
+decoder and decodes codes as the model card does: prompt + generated codes together, cutting the
+prompt's samples.
 """
 from __future__ import annotations
 
-import math
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import dataclasses
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.audio.clip import FRAME_RATE, HOP_LENGTH, ReferenceClip
+from engine.audio.clip import HOP_LENGTH, ReferenceClip
 from engine.codec.model import XCodec2
 from engine.config import CONTEXT_WINDOW, ModelChoice, SamplingParams
-from engine.errors import CancelledError, InputTextError, ModelFormatError, TextTooLongError
+from engine.errors import InputTextError, ModelFormatError
+from engine.lm.fast_path import VerdictCache, verify_lm_fast_path
 from engine.lm.loading import LlasaLM, load_lm
-from engine.lm.reference import generate_codes
 from engine.models.resolve import check_codec_folder, check_lm_folder, resolve_model
-from engine.lm.prompt import build_prompt
-from engine.speech.stream import StreamingDecoder
-from engine.text.pipeline import MIN_SPEECH_TOKENS, speaking_rate
 
+log = logging.getLogger("llasa.engine")
+_GREEDY = SamplingParams(temperature=0.0)
 
 
 @dataclass(frozen=True)
@@ -40,36 +38,6 @@ class Voice:
             raise InputTextError("The reference transcript is empty: type exactly what the reference clip says.")
 
 
-@dataclass(frozen=True)
-class Synthesis:
-    """The result of one utterance."""
-
-    audio: np.ndarray  # float32 [codes * HOP_LENGTH] at 16 kHz, generated speech only
-    codes: tuple[int, ...]  # generated speech codes
-    finish_reason: str  # "end" (model finished) or "length" (cut at the context window)
-    warnings: tuple[str, ...] = field(default=())
-
-
-def speech_budget(prompt_length: int, text: str, voice: Voice | None) -> int:
-    """Speech tokens left after the prompt; raises TextTooLongError when the text cannot fit.
-
-    The need is estimated from the reference's own speaking rate (codes per transcript character).
-    """
-    rate = speaking_rate(len(voice.codes), voice.transcript) if voice else speaking_rate(0, "")
-    needed = max(math.ceil(len(text.strip()) * rate), MIN_SPEECH_TOKENS)
-    available = CONTEXT_WINDOW - prompt_length
-    if needed > available:
-        fits = max(int((available - MIN_SPEECH_TOKENS // 2) / rate), 0)
-        reference = f" (with a {len(voice.codes) / FRAME_RATE:.1f} s reference)" if voice else ""
-        raise TextTooLongError(
-            f"Text does not fit in Llasa's {CONTEXT_WINDOW}-token window: the prompt{reference} takes "
-            f"{prompt_length} tokens and the text needs about {needed} speech tokens, but only "
-            f"{max(available, 0)} are left. Shorten the text to about {fits} characters"
-            + (", or use a shorter reference clip." if voice else ".")
-        )
-    return available
-
-
 class Synthesizer:
     """Owns a loaded Llasa LM and X-Codec2 and turns (voice, text) into audio."""
 
@@ -82,20 +50,30 @@ class Synthesizer:
         self.lm = lm
         self.codec = codec
         self.notices = notices  # user-facing notes from loading, e.g. "running on CPU"
+        self._decoders: dict[int, object] = {}  # rows -> decoder (engine.lm.decoder.FastDecoder or a backend's)
 
     @classmethod
-    def load(cls, choice: ModelChoice, *, with_encoder: bool = True) -> "Synthesizer":
-        """Resolve, check and load both models; the codec encoder only when `with_encoder`."""
+    def load(cls, choice: ModelChoice, *, with_encoder: bool = True, verdicts: VerdictCache | None = None) -> "Synthesizer":
+        """Resolve, check and load both models; the codec encoder only when `with_encoder`.
+
+        On CUDA the captured decode step is checked against the eager one once per device and model
+        (engine.lm.fast_path; `verdicts` is where the answers are kept). On Apple's MPS a model that
+        fails to load or run there is loaded on the CPU instead, with a notice.
+        """
         lm_dir = resolve_model(choice.lm, "Llasa LM")
         codec_dir = resolve_model(choice.codec, "X-Codec2")
         check_lm_folder(lm_dir)
         check_codec_folder(codec_dir)
-        lm = load_lm(lm_dir, quantization=choice.quantization, device=choice.device)
-        codec_dtype = torch.float32 if lm.device.type == "cpu" else torch.float16
-        codec = XCodec2.from_checkpoint(
-            codec_dir, decode_only=not with_encoder, device=lm.device, dtype=codec_dtype
-        )
-        return cls(lm, codec, notices=(lm.notice,) if lm.notice else ())
+        lm = _load_lm_with_fallback(lm_dir, choice)
+        notices = [lm.notice] if lm.notice else []
+        if lm.device.type == "cuda":
+            lm, verdict = verify_lm_fast_path(lm, str(choice.lm), verdicts)
+            if not verdict.ok:
+                notices.append(verdict.reason)
+        # The codec runs in fp32 everywhere: its decoder costs ~22 ms per 10 s of audio on an H100, so
+        # reduced precision would buy nothing worth its error.
+        codec = XCodec2.from_checkpoint(codec_dir, decode_only=not with_encoder, device=lm.device, dtype=torch.float32)
+        return cls(lm, codec, notices=tuple(notices))
 
     def encode_reference(self, clip: ReferenceClip, transcript: str) -> Voice:
         """Encode a loaded reference clip into a Voice (X-Codec2 codes, 50 per second)."""
@@ -103,71 +81,12 @@ class Synthesizer:
         codes = self.codec.encode(wave)
         return Voice(codes=tuple(int(c) for c in codes.tolist()), transcript=transcript.strip())
 
-    def synthesize(
-        self,
-        text: str,
-        voice: Voice | None = None,
-        params: SamplingParams = SamplingParams(),
-        *,
-        cancel: threading.Event | None = None,
-        on_progress: Callable[[int, int], None] | None = None,
-        on_audio: Callable[[np.ndarray], None] | None = None,
-        max_new_tokens: int | None = None,
-    ) -> Synthesis:
-        """Speak `text` in `voice` (a random voice when None).
-
-        on_progress(generated_tokens, token_budget) is called after every token. With on_audio,
-        audio is decoded while generating (engine.speech.stream.StreamingDecoder): on_audio(float32 [n]
-        at 16 kHz) receives consecutive chunks as they are ready, and the result's audio is their
-        concatenation, i.e. what was heard. Raises TextTooLongError before generating when the text
-        cannot fit, CancelledError when cancelled (no chunk follows the cancel). max_new_tokens caps
-        the speech tokens below what the window leaves (a runaway guard); hitting either limit gives
-        finish_reason "length".
-        """
-        text = text.strip()
-        if not text:
-            raise InputTextError("There is no text to speak.")
-        prompt = build_prompt(
-            self.lm.tokenizer,
-            self.lm.tokens,
-            text,
-            reference_codes=voice.codes if voice else None,
-            reference_text=voice.transcript if voice else "",
-        )
-        window_budget = speech_budget(len(prompt), text, voice)
-        budget = window_budget if max_new_tokens is None else max(min(max_new_tokens, window_budget), 1)
-        codes: list[int] = []
-        chunks: list[np.ndarray] = []
-        decoder = StreamingDecoder(self.codec, voice.codes if voice else ()) if on_audio else None
-        stream = generate_codes(self.lm, prompt, params, max_new_tokens=budget, cancel=cancel)
-        while True:
-            try:
-                codes.append(next(stream))
-            except StopIteration as stop:
-                finish_reason = stop.value
-                break
-            for chunk in decoder.push(codes[-1:]) if decoder else ():
-                chunks.append(chunk)
-                on_audio(chunk)
-            if on_progress is not None:
-                on_progress(len(codes), budget)
-        if finish_reason == "cancelled":
-            raise CancelledError("Generation was cancelled.")
-        warnings = []
-        if finish_reason == "length" and budget == window_budget:
-            warnings.append(
-                f"The model had not finished speaking when the {CONTEXT_WINDOW}-token window was full: "
-                "the audio may stop mid-sentence. Split the text into shorter parts."
-            )
-        if not codes:
-            raise TextTooLongError("The model produced no speech for this text; try again with another seed.")
-        if decoder:
-            chunks.append(decoder.flush())
-            on_audio(chunks[-1])
-            audio = np.concatenate(chunks)
-        else:
-            audio = self.decode(codes, voice)
-        return Synthesis(audio=audio, codes=tuple(codes), finish_reason=finish_reason, warnings=tuple(warnings))
+    def decoder(self, rows: int = 1):
+        """The LM's decoder for batches of `rows` (kept, so a captured step is reused across takes)."""
+        if rows not in self._decoders:
+            self._decoders.clear()  # one batch size at a time: a decoder holds a full-window KV cache
+            self._decoders[rows] = self.lm.decoder(max_batch=rows, max_length=CONTEXT_WINDOW)
+        return self._decoders[rows]
 
     def decode(self, codes: list[int], voice: Voice | None = None) -> np.ndarray:
         """Waveform of `codes` (float32, len(codes) * 320 samples).
@@ -198,3 +117,18 @@ def read_text_file(path: str | Path) -> str:
     if not text.strip():
         raise InputTextError(f"Text file {path} is empty.")
     return text
+
+
+def _load_lm_with_fallback(folder: Path, choice: ModelChoice) -> LlasaLM:
+    """load_lm; on MPS, a load or a first decode step that fails there falls back to the CPU."""
+    lm = load_lm(folder, quantization=choice.quantization, device=choice.device)
+    if lm.device.type != "mps":
+        return lm
+    try:
+        list(lm.decoder(max_batch=1, max_length=8).codes([lm.tokens.speech_start_id], _GREEDY, max_new_tokens=2))
+        return lm
+    except Exception as error:  # noqa: BLE001 - MPS kernels vary by macOS version; the CPU always works
+        log.warning("The LM failed on MPS; falling back to the CPU", exc_info=True)
+        cpu = load_lm(folder, quantization=None, device="cpu")
+        notice = f"Apple GPU (MPS) failed ({type(error).__name__}): running on the CPU in {cpu.quantization}"
+        return dataclasses.replace(cpu, notice=notice)

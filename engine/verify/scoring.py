@@ -177,7 +177,7 @@ def _load_error(what: str, folder: Path, error: BaseException) -> ModelFormatErr
 
 
 def _device(device: str):
-    from engine.lm.loading import resolve_device
+    from engine.lm.device import resolve_device
 
     return resolve_device(device)[0]
 
