@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
@@ -11,6 +12,8 @@ from app.waveform import WaveformView
 from engine.audio import devices
 from engine.audio.clip import SAMPLE_RATE
 from engine.errors import EngineError
+
+WAVEFORM_REFRESH_S = 0.5  # s: while a take streams in, the waveform is redrawn at most this often
 
 log = logging.getLogger("llasa.app")
 _TICK_MS = 40  # playhead refresh interval
@@ -37,6 +40,7 @@ class PlayerWidget(QWidget):
         self._device = output_device
         self._wave = np.zeros(0, np.float32)
         self._chunks: list[np.ndarray] = []
+        self._drawn_at = 0.0  # time.monotonic() of the last waveform redraw while streaming
         self._player: devices.StreamPlayer | None = None
         self._live = False  # the current player is fed chunk by chunk
         self._live_muted = False  # the user stopped this take's live playback: stay quiet
@@ -91,7 +95,14 @@ class PlayerWidget(QWidget):
 
     def audio(self) -> np.ndarray:
         """The take shown: float32 [n] at 16 kHz (empty when there is none)."""
+        self._join_stream()
         return self._wave
+
+    def _join_stream(self) -> None:
+        """Make _wave hold every chunk received so far (kept as the first chunk of the stream)."""
+        if len(self._chunks) > 1 or (self._chunks and self._chunks[0] is not self._wave):
+            self._wave = np.concatenate(self._chunks)
+            self._chunks = [self._wave]
 
     def is_playing(self) -> bool:
         return self._player is not None
@@ -131,8 +142,13 @@ class PlayerWidget(QWidget):
             self._stop_player()
             self._position_s = 0.0
         self._chunks.append(chunk)
-        self._wave = np.concatenate(self._chunks)
-        self.waveform.set_samples(self._wave, SAMPLE_RATE)
+        now = time.monotonic()
+        if len(self._chunks) <= 2 or now - self._drawn_at >= WAVEFORM_REFRESH_S:
+            # A long text streams thousands of chunks: joining and redrawing everything on each one would
+            # cost O(n^2); join what came so far (kept as the first chunk) at most a few times a second.
+            self._join_stream()
+            self.waveform.set_samples(self._wave, SAMPLE_RATE)
+            self._drawn_at = now
         if self.available and not self._live_muted:
             try:
                 if self._player is None:
@@ -153,6 +169,8 @@ class PlayerWidget(QWidget):
         """No more chunks for this take: let live playback play out what is queued."""
         if self._live and self._player is not None:
             self._player.finish()
+        self._join_stream()
+        self.waveform.set_samples(self._wave, SAMPLE_RATE)
         self._chunks = []
 
     @Slot()
