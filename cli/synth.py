@@ -118,10 +118,10 @@ def _run_synth(args: argparse.Namespace) -> None:
 def _synth_best_of(args, synthesizer, text, voice, params, clip, progress) -> None:
     """--candidates N: N takes in one batch, scored; the best to --out, all scores to OUT.takes.json."""
     import json
-    import os
-    import tempfile
 
+    from engine.audio.atomic import write_atomic
     from engine.audio.clip import write_audio
+    from engine.errors import OutputFileError
     from engine.speech.best_of import render_best_of
     from engine.verify.scoring import Verifiers
 
@@ -144,10 +144,11 @@ def _synth_best_of(args, synthesizer, text, voice, params, clip, progress) -> No
         status(f"warning: {warning}")
     write_audio(args.out, best.audio)
     takes_path = args.out.with_name(args.out.stem + ".takes.json")
-    fd, tmp = tempfile.mkstemp(dir=takes_path.parent, prefix=".takes-", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"text": text, **result.to_dict()}, handle, ensure_ascii=False, indent=1)
-    os.replace(tmp, takes_path)
+    data = json.dumps({"text": text, **result.to_dict()}, ensure_ascii=False, indent=1).encode("utf-8")
+    try:
+        write_atomic(takes_path, data)
+    except OSError as error:
+        raise OutputFileError(f"Cannot write {takes_path}: {error.strerror or error}; choose another folder.") from None
     c = result.cost
     status(f"Wrote {args.out} (take {best.index + 1} of {args.candidates}, {len(best.audio) / 16000:.2f} s, "
             f"{len(best.codes)} speech tokens) and {takes_path}. Cost: {c.tokens} tokens, {c.verifier_calls} verifier "

@@ -4,10 +4,9 @@ Waveforms are 1-D float32 numpy arrays at SAMPLE_RATE unless a function says oth
 """
 from __future__ import annotations
 
+import io
 import math
 import os
-import stat
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from engine.audio.atomic import write_atomic
 from engine.errors import OutputFileError, ReferenceAudioError, UnsupportedAudioError
 
 SAMPLE_RATE = 16_000  # Hz: X-Codec2 and Llasa work at 16 kHz mono only
@@ -287,28 +287,19 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SA
     if data.ndim not in (1, 2) or not np.isfinite(data).all():
         raise ValueError(f"write_audio expects finite samples [n] or [n, ch], got {data.shape}")
     data = np.clip(data, -1.0, 1.0)
-    tmp = None
+    # Encoded in memory, then written by Python: a full disk or a read-only folder then raises one clean
+    # OSError (errno and all) instead of libsndfile's bare "System error." after soundfile's I/O hooks
+    # print "Exception ignored from cffi callback" tracebacks. Speech is small (32 kB per second).
+    buffer = io.BytesIO()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=dest.suffix, dir=dest.parent)
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, data, int(sample_rate), format=fmt[0], subtype=fmt[1])
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); keep an existing file's mode, else rw-r--r--
-        os.chmod(tmp, stat.S_IMODE(os.stat(dest).st_mode) if dest.is_file() else 0o644)
-        os.replace(tmp, dest)
-        tmp = None
+        sf.write(buffer, data, int(sample_rate), format=fmt[0], subtype=fmt[1])
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise OutputFileError(f"Cannot write {dest}: encoder failed ({e}).") from e
+    try:
+        write_atomic(dest, buffer.getvalue())
     except OSError as e:
         reason = e.strerror or str(e)
         raise OutputFileError(f"Cannot write {dest}: {reason}; choose another folder or name.") from e
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise OutputFileError(f"Cannot write {dest}: encoder failed ({e}).") from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
 
 
 def quality_hints(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[str, ...]:

@@ -22,8 +22,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from engine.audio.atomic import remove_temp_files, write_atomic
 from engine.audio.clip import SAMPLE_RATE
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, ModelChoice, SamplingParams
 from engine.errors import ProjectError, SettingsError, TextTooLongError
@@ -42,27 +41,11 @@ FORMAT_VERSION = 1
 PROJECT_FILE = "project.json"
 VOICE_DIR = "voice"
 TAKES_DIR = "takes"
-TEMP_SUFFIX = ".tmp"
 
 PENDING, DONE, NEEDS_CHECK, FAILED = "pending", "done", "needs-check", "failed"
 STATUSES = (PENDING, DONE, NEEDS_CHECK, FAILED)
 
 log = logging.getLogger("llasa.engine")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a synced temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_bytes(value: object) -> bytes:
@@ -228,11 +211,11 @@ class NarrationProject:
             (folder / VOICE_DIR).mkdir(parents=True, exist_ok=True)
             (folder / TAKES_DIR).mkdir(exist_ok=True)
             for name in (META_NAME, AUDIO_NAME):
-                atomic_write(folder / VOICE_DIR / name, (voice.folder / name).read_bytes())
+                write_atomic(folder / VOICE_DIR / name, (voice.folder / name).read_bytes())
             cover_name = None
             if cover:
                 cover_name = "cover" + cover[1]
-                atomic_write(folder / cover_name, cover[0])
+                write_atomic(folder / cover_name, cover[0])
             meta = {
                 "format": "llasa-narration", "version": FORMAT_VERSION, "title": title, "author": author,
                 "fingerprint": fingerprint, "cover": cover_name, "max_tokens": max_tokens,
@@ -261,8 +244,7 @@ class NarrationProject:
         if not isinstance(meta.get("version"), int) or meta["version"] > FORMAT_VERSION:
             raise ProjectError(f"{folder} was made by a newer Llasa Studio (format {meta.get('version')}); update the app.")
         for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR):
-            for stray in sub.glob(f".*{TEMP_SUFFIX}"):
-                stray.unlink(missing_ok=True)
+            remove_temp_files(sub)
         (folder / TAKES_DIR).mkdir(exist_ok=True)
         try:
             project = cls(folder, meta)
@@ -296,7 +278,7 @@ class NarrationProject:
             "chapters": [{"title": c.title, "source": c.source, "selected": c.selected,
                           "segments": [dataclasses.asdict(s) for s in c.segments]} for c in self.chapters],
         }
-        atomic_write(self.folder / PROJECT_FILE, _json_bytes(meta))
+        write_atomic(self.folder / PROJECT_FILE, _json_bytes(meta))
 
     # ---------------------------------------------------------------- segments and takes
 
@@ -366,8 +348,8 @@ class NarrationProject:
             buffer = io.BytesIO()
             sf.write(buffer, np.clip(np.asarray(audio, np.float32), -1, 1), SAMPLE_RATE, format="FLAC",
                      subtype="PCM_16")
-            atomic_write(takes / f"{record.key}.flac", buffer.getvalue())
-        atomic_write(takes / f"{record.key}.json", _json_bytes(dataclasses.asdict(record) | {"scores": dict(record.scores)}))
+            write_atomic(takes / f"{record.key}.flac", buffer.getvalue())
+        write_atomic(takes / f"{record.key}.json", _json_bytes(dataclasses.asdict(record) | {"scores": dict(record.scores)}))
         self._records[record.key] = record
 
     # ---------------------------------------------------------------- edits (each saves)
