@@ -62,6 +62,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
     import tempfile
 
     from engine.book.importer import import_book
+    from engine.config import SamplingParams
     from engine.errors import InputTextError, ProjectError, SettingsError
     from engine.book.narration import narrate, parse_chapter_spec
     from engine.book.project import PROJECT_FILE, NarrationProject, NarrationSettings
@@ -89,6 +90,8 @@ def _run_narrate(args: argparse.Namespace) -> None:
     given = {name: getattr(args, name) for name in _NARRATE_SETTINGS if getattr(args, name) is not None}
     given = {k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in given.items()}
     fields = {"quant": "quantization", "seed": "base_seed", "speaker_model": "speaker"}
+    # Sampling numbers are validated (finite, in range) before anything is opened or created.
+    SamplingParams(**{k: given[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty", "seed") if k in given})
     if creating:
         given = _quality_defaults(given)
         chapters = parse_chapter_spec(args.chapters, len(book.chapters)) if args.chapters else None

@@ -31,7 +31,7 @@ import soundfile as sf
 
 from engine.audio.atomic import remove_temp_files, write_atomic
 from engine.audio.clip import SAMPLE_RATE
-from engine.config import DEFAULT_CODEC, DEFAULT_LM, ModelChoice, SamplingParams
+from engine.config import DEFAULT_CODEC, DEFAULT_LM, SEED_MAX, ModelChoice, SamplingParams, check_number
 from engine.errors import ProjectError, SettingsError, TextTooLongError
 from engine.text.pronunciation import PronunciationRule, apply_pronunciations
 from engine.text.pipeline import estimate_tokens, normalize
@@ -79,9 +79,12 @@ class NarrationSettings:
 
     def __post_init__(self) -> None:
         self.sampling(0)  # validates the sampling fields
+        check_number("base_seed", self.base_seed, 0, SEED_MAX, whole=True)
         self.model_choice()
-        if self.paragraph_pause < 0 or self.chapter_pause < 0:
-            raise SettingsError("Pauses must be >= 0 seconds.")
+        check_number("max_error_rate", self.max_error_rate, 0.0, 10.0)
+        check_number("paragraph_pause", self.paragraph_pause, 0.0, 60.0)  # seconds
+        check_number("chapter_pause", self.chapter_pause, 0.0, 60.0)
+        check_number("candidates", self.candidates, 1, 8, whole=True)
         if not 1 <= self.candidates <= 8 or (self.candidates > 1 and not (self.asr or self.speaker)):
             raise SettingsError("Quality mode needs 2 to 8 candidates and a Whisper or speaker model.")
 
