@@ -99,6 +99,8 @@ def _run_narrate(args: argparse.Namespace) -> None:
             {} if args.seed is not None else {"base_seed": secrets.randbelow(2**31)}))
     else:
         project = NarrationProject.open(args.project)
+        for notice in project.notices:
+            status(f"warning: {notice}")
         if args.text_file is not None and project.fingerprint != fingerprint:
             raise ProjectError(f"{args.project} holds another project ({project.title!r}); choose a new folder, "
                                f"or continue that one with: python main.py narrate {args.project}")

@@ -22,7 +22,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,8 @@ import soundfile as sf
 from engine.audio.atomic import remove_temp_files, write_atomic
 from engine.audio.clip import SAMPLE_RATE
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, SEED_MAX, ModelChoice, SamplingParams, check_number
+from engine.book.take_audio import take_audio_problem
+from engine.book.project_schema import check_cover, check_project_meta
 from engine.errors import ProjectError, SettingsError, TextTooLongError
 from engine.text.pronunciation import PronunciationRule, apply_pronunciations
 from engine.text.pipeline import estimate_tokens, normalize
@@ -178,7 +180,7 @@ class NarrationProject:
         self.title: str = meta["title"]
         self.author: str = meta.get("author", "")
         self.fingerprint: str = meta.get("fingerprint", "")  # what it was created from (CLI resume check)
-        self.cover: Path | None = self.folder / meta["cover"] if meta.get("cover") else None
+        self.cover: Path | None = check_cover(self.folder, meta.get("cover"))  # inside the folder, or None
         self.max_tokens: int = int(meta["max_tokens"])  # speech-token budget per segment
         self.tokens_per_char: float = float(meta["tokens_per_char"])  # the voice's speaking rate
         self.settings = NarrationSettings.from_json(meta["settings"])
@@ -188,6 +190,7 @@ class NarrationProject:
         ]
         self.voice: SavedVoice = VoiceLibrary(self.folder).get(VOICE_DIR)
         self._records: dict[str, TakeRecord] = {}
+        self.notices: list[str] = []  # what opening found and repaired (damaged takes), for the user
         self._voice_hash = hashlib.sha256(
             json.dumps([list(self.voice.codes), self.voice.transcript]).encode()).hexdigest()
 
@@ -242,15 +245,15 @@ class NarrationProject:
             meta = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ProjectError(f"{path} is damaged and cannot be read ({error}).") from None
-        if not isinstance(meta, dict) or meta.get("format") != "llasa-narration":
-            raise ProjectError(f"{path} is not a Llasa Studio narration project.")
-        if not isinstance(meta.get("version"), int) or meta["version"] > FORMAT_VERSION:
-            raise ProjectError(f"{folder} was made by a newer Llasa Studio (format {meta.get('version')}); update the app.")
+        check_project_meta(meta, path, FORMAT_VERSION)
         for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR):
             remove_temp_files(sub)
         (folder / TAKES_DIR).mkdir(exist_ok=True)
         try:
             project = cls(folder, meta)
+        except SettingsError as error:
+            raise ProjectError(f"{path} is damaged: settings: {error} Repair that entry, or narrate the book "
+                               "into a new project folder.") from None
         except (KeyError, TypeError, ValueError) as error:
             raise ProjectError(f"{path} is damaged ({type(error).__name__}: {error}).") from None
         project._scan_takes()
@@ -267,6 +270,7 @@ class NarrationProject:
                 continue
             if record.finish_reason == "failed" or (takes / f"{record.key}.flac").is_file():
                 self._records[record.key] = record
+                self._forget_if_damaged(record)
         for audio in takes.glob("*.flac"):  # audio whose .json was never written: killed in between
             if audio.stem not in self._records:
                 audio.unlink(missing_ok=True)
@@ -339,9 +343,40 @@ class NarrationProject:
     def take_path(self, segment: Segment, take: int | None = None) -> Path:
         return self.folder / TAKES_DIR / f"{self.take_key(segment, take)}.flac"
 
+    def _forget_if_damaged(self, record: TakeRecord) -> bool:
+        """A done take whose audio is damaged becomes pending again: its files go, a notice says so."""
+        if record.finish_reason == "failed":
+            return False
+        audio = self.folder / TAKES_DIR / f"{record.key}.flac"
+        problem = take_audio_problem(audio, record.duration_s)
+        if problem is None:
+            return False
+        self._records.pop(record.key, None)
+        for path in (audio.with_suffix(".json"), audio):
+            path.unlink(missing_ok=True)
+        self.notices.append(f"A take ({audio.name}) was damaged ({problem}); it is pending and will be rendered again.")
+        log.warning("Damaged take %s: %s", audio, problem)
+        return True
+
+    def verify_takes(self, segments: Iterable[Segment]) -> list[str]:
+        """Re-check the chosen takes of `segments` on disk; ids of those found damaged (now pending)."""
+        damaged = []
+        for segment in segments:
+            record = self.record(segment)
+            if record is not None and self._forget_if_damaged(record):
+                damaged.append(segment.id)
+        return damaged
+
     def load_take(self, segment: Segment, take: int | None = None) -> np.ndarray:
-        """The take's audio: float32 [n] at 16 kHz."""
-        wave, _ = sf.read(self.take_path(segment, take), dtype="float32")
+        """The take's audio: float32 [n] at 16 kHz. ProjectError (the take becomes pending) when it is damaged."""
+        try:
+            wave, _ = sf.read(self.take_path(segment, take), dtype="float32")
+        except (sf.LibsndfileError, RuntimeError, OSError) as error:
+            record = self.record(segment, take)
+            if record is not None:
+                self._forget_if_damaged(record)
+            raise ProjectError(f"The take of segment {segment.id} cannot be read ({error}); it is pending again: "
+                               "narrate the project to render it, then export again.") from None
         return wave
 
     def write_take(self, segment: Segment, take: int, audio: np.ndarray | None, record: TakeRecord) -> None:
