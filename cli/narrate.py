@@ -56,6 +56,20 @@ def _quality_defaults(given: dict) -> dict:
 
 
 
+def _check_verifiers(settings) -> None:
+    """SettingsError when quality mode is on and one of its verifier models cannot be used offline."""
+    from engine.book.quality import verifier_problem
+    from engine.errors import SettingsError
+
+    if settings.candidates <= 1:
+        return
+    for model, kind in ((settings.asr, "asr"), (settings.speaker, "speaker")):
+        problem = verifier_problem(model, kind) if model else None
+        if problem:
+            raise SettingsError(f"{problem} (quality mode, --candidates {settings.candidates}; "
+                                f"--{'asr' if kind == 'asr' else 'speaker-model'} none turns that check off)")
+
+
 def _run_narrate(args: argparse.Namespace) -> None:
     import hashlib
     import secrets
@@ -111,6 +125,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
                                     "to continue it, or narrate into a new folder.")
         settings = project.settings
         chapters = parse_chapter_spec(args.chapters, len(project.chapters)) if args.chapters else None
+    _check_verifiers(settings)  # quality mode's models are on disk: checked before anything is created
     with tempfile.TemporaryDirectory(prefix="llasa-voice-") as scratch:
         clip, library = None, VoiceLibrary(Path(scratch))  # the narrator, checked before the models load
         saved = library.import_file(args.voice) if creating and args.voice else None

@@ -350,3 +350,36 @@ def test_resume_renders_a_damaged_take_again_and_exports(tiny_models, tmp_path, 
     # the tiny random LM never says "end", so the new take hits its cap: needs-check, exported as it is
     assert [project.status(s) for _, s in project.segments()] == [DONE, NEEDS_CHECK] and not project.notices
     assert sf.info(tmp_path / "book.wav").frames > 16000
+
+
+# ---------------------------------------------------------------- item 5: quality mode without Whisper
+
+
+def test_quality_mode_without_whisper_creates_nothing(tiny_models, tmp_path, capsys, monkeypatch):
+    from engine.voices import VoiceLibrary
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # no model downloaded; nothing fetched
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    saved = VoiceLibrary(tmp_path / "lib").add("N", np.zeros(16000, np.float32) + 0.1, "Hello.", [1, 2, 3], "tiny")
+    voice = VoiceLibrary(tmp_path / "lib").export(saved.id, tmp_path / "n.llasavoice")
+    book = tmp_path / "book.txt"
+    book.write_text("Chapter 1\n\nA short story.\n", encoding="utf-8")
+    result = call(capsys, "narrate", tmp_path / "project", "--text-file", book, "--voice", voice, "--lm",
+                  tiny_models["lm"], "--codec", tiny_models["codec"], "--candidates", "2")
+    assert_refused(result, "Whisper", "not on this computer", "--asr none")
+    assert not (tmp_path / "project").exists() and "Loading models" not in result.stderr
+
+
+# ---------------------------------------------------------------- item 10: an empty book
+
+
+@pytest.mark.parametrize("name, content", [("book.md", "#\n##\n\n###   \n\n#\n"), ("book.md", "# \n\n***\n\n---\n"),
+                                           ("book.txt", "\n\n  \n...\n")])
+def test_a_book_without_words_is_refused_before_creating(tmp_path, capsys, name, content):
+    book = tmp_path / name
+    book.write_text(content, encoding="utf-8")
+    voice = tmp_path / "n.llasavoice"
+    voice.write_bytes(b"checked after the book")
+    result = call(capsys, "narrate", tmp_path / "project", "--text-file", book, "--voice", voice)
+    assert_refused(result, name, "no text to narrate")
+    assert not (tmp_path / "project").exists()
