@@ -32,4 +32,10 @@ def _run(args: argparse.Namespace) -> None:
     result = measure_speed(synthesizer)
     print(result.table())
     if args.json:
-        args.json.write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
+        from engine.audio.atomic import write_atomic
+        from engine.errors import OutputFileError
+
+        try:
+            write_atomic(args.json, (json.dumps(result.to_dict(), indent=1) + "\n").encode("utf-8"))
+        except OSError as error:
+            raise OutputFileError(f"Cannot write {args.json}: {error.strerror or error}.") from None

@@ -56,12 +56,27 @@ def _quality_defaults(given: dict) -> dict:
 
 
 
+def _check_verifiers(settings) -> None:
+    """SettingsError when quality mode is on and one of its verifier models cannot be used offline."""
+    from engine.book.quality import verifier_problem
+    from engine.errors import SettingsError
+
+    if settings.candidates <= 1:
+        return
+    for model, kind in ((settings.asr, "asr"), (settings.speaker, "speaker")):
+        problem = verifier_problem(model, kind) if model else None
+        if problem:
+            raise SettingsError(f"{problem} (quality mode, --candidates {settings.candidates}; "
+                                f"--{'asr' if kind == 'asr' else 'speaker-model'} none turns that check off)")
+
+
 def _run_narrate(args: argparse.Namespace) -> None:
     import hashlib
     import secrets
     import tempfile
 
     from engine.book.importer import import_book
+    from engine.config import SamplingParams
     from engine.errors import InputTextError, ProjectError, SettingsError
     from engine.book.narration import narrate, parse_chapter_spec
     from engine.book.project import PROJECT_FILE, NarrationProject, NarrationSettings
@@ -89,6 +104,8 @@ def _run_narrate(args: argparse.Namespace) -> None:
     given = {name: getattr(args, name) for name in _NARRATE_SETTINGS if getattr(args, name) is not None}
     given = {k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in given.items()}
     fields = {"quant": "quantization", "seed": "base_seed", "speaker_model": "speaker"}
+    # Sampling numbers are validated (finite, in range) before anything is opened or created.
+    SamplingParams(**{k: given[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty", "seed") if k in given})
     if creating:
         given = _quality_defaults(given)
         chapters = parse_chapter_spec(args.chapters, len(book.chapters)) if args.chapters else None
@@ -96,6 +113,8 @@ def _run_narrate(args: argparse.Namespace) -> None:
             {} if args.seed is not None else {"base_seed": secrets.randbelow(2**31)}))
     else:
         project = NarrationProject.open(args.project)
+        for notice in project.notices:
+            status(f"warning: {notice}")
         if args.text_file is not None and project.fingerprint != fingerprint:
             raise ProjectError(f"{args.project} holds another project ({project.title!r}); choose a new folder, "
                                f"or continue that one with: python main.py narrate {args.project}")
@@ -106,6 +125,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
                                     "to continue it, or narrate into a new folder.")
         settings = project.settings
         chapters = parse_chapter_spec(args.chapters, len(project.chapters)) if args.chapters else None
+    _check_verifiers(settings)  # quality mode's models are on disk: checked before anything is created
     with tempfile.TemporaryDirectory(prefix="llasa-voice-") as scratch:
         clip, library = None, VoiceLibrary(Path(scratch))  # the narrator, checked before the models load
         saved = library.import_file(args.voice) if creating and args.voice else None

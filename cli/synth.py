@@ -144,8 +144,9 @@ class _BestOfPicker:
     def write_scores(self, out: Path, text: str, result) -> None:
         """Print each segment's ranking and write every take's scores to OUT.takes.json (atomically)."""
         import json
-        import os
-        import tempfile
+
+        from engine.audio.atomic import write_atomic
+        from engine.errors import OutputFileError
 
         cell = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
         print(f"{'seg':>3} {'rank':>4} {'take':>4} {'seconds':>7} {'WER':>6} {'CER':>6} {'similarity':>10}  transcript")
@@ -159,13 +160,11 @@ class _BestOfPicker:
                 {"index": row, "rank": order.index(row), "finish_reason": t.finish_reason, "seconds": len(t.codes) / 50,
                  "scores": scores[row].to_dict(), "codes": list(t.codes)} for row, t in enumerate(spoken.takes)]})
         path = out.with_name(out.stem + ".takes.json")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".takes-", suffix=".tmp")
+        data = json.dumps({"text": text, "seed": result.seed, "segments": segments}, ensure_ascii=False, indent=1)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"text": text, "seed": result.seed, "segments": segments}, handle, ensure_ascii=False, indent=1)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            write_atomic(path, data.encode("utf-8"))
+        except OSError as error:
+            raise OutputFileError(f"Cannot write {path}: {error.strerror or error}; choose another folder.") from None
         status(f"Wrote every take's scores to {path}.")
 
 

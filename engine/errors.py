@@ -75,3 +75,20 @@ class ProjectError(EngineError):
 
 class NoSpeechError(EngineError):
     """The model ended a take without any speech (a failed take: another seed usually works)."""
+class OutOfMemoryError(EngineError):
+    """The model or the text does not fit in the GPU's (or the computer's) memory."""
+
+
+OUT_OF_MEMORY_ADVICE = ("choose a smaller model, 4-bit weights (--quant 4bit on a GPU), a shorter text, "
+                        "or close other apps that use memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for torch.OutOfMemoryError (CUDA), MemoryError and the CPU allocator's "can't allocate" error.
+
+    Recognised by type name and message so this module needs no torch import.
+    """
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(error, RuntimeError) and (
+        "DefaultCPUAllocator: can't allocate" in str(error) or "CUDA out of memory" in str(error))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
+from engine.audio.atomic import write_atomic
 from engine.audio.clip import SAMPLE_RATE
 from engine.errors import InputTextError, ModelFormatError, OutputFileError, UnsupportedAudioError
 
@@ -115,21 +116,6 @@ def _check_audio(data: bytes, where: str) -> None:
         )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a synced temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _meta_bytes(name: str, transcript: str, codes: tuple[int, ...], codec: str, created: str) -> bytes:
     meta = {
         "format": "llasa-voice",
@@ -210,7 +196,7 @@ class VoiceLibrary:
             return voice
         name = self._unique_name(name, ignore=voice_id)
         meta = _meta_bytes(name, voice.transcript, voice.codes, voice.codec, voice.created)
-        _atomic_write(voice.folder / META_NAME, meta)
+        write_atomic(voice.folder / META_NAME, meta)
         return self._read(voice.folder)
 
     def delete(self, voice_id: str) -> None:
@@ -234,7 +220,7 @@ class VoiceLibrary:
             with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.write(voice.folder / META_NAME, META_NAME)
                 archive.write(voice.audio_path, AUDIO_NAME)
-            _atomic_write(dest, buffer.getvalue())
+            write_atomic(dest, buffer.getvalue())
         except OSError as error:
             raise OutputFileError(f"Cannot write {dest}: {error.strerror or error}; choose another folder.") from None
         return dest
@@ -301,8 +287,8 @@ class VoiceLibrary:
             voice_id = _slug(name)
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}new-", dir=self.root))
         try:
-            _atomic_write(tmp / META_NAME, _meta_bytes(name, transcript, codes, codec, created))
-            _atomic_write(tmp / AUDIO_NAME, flac)
+            write_atomic(tmp / META_NAME, _meta_bytes(name, transcript, codes, codec, created))
+            write_atomic(tmp / AUDIO_NAME, flac)
             os.chmod(tmp, 0o755)  # mkdtemp makes it private
             os.rename(tmp, self.root / voice_id)
         except BaseException:

@@ -86,7 +86,7 @@ def test_valid_values_are_saved_on_ok(dialog, tmp_path):
         (lambda d, tmp: d.lm_combo.setCurrentText("not a repo id!"), "neither a Hugging Face repo id"),
         (lambda d, tmp: d.codec_edit.setText(""), "Choose the codec"),
         (lambda d, tmp: d.top_p_spin.setValue(0.0), "top_p must be in (0, 1]"),
-        (lambda d, tmp: d.repetition_spin.setValue(0.0), "repetition_penalty must be > 0"),
+        (lambda d, tmp: d.repetition_spin.setValue(0.0), "repetition_penalty must be in (0, 10]"),
         (lambda d, tmp: d.voices_edit.setText(str(tmp / "s.ini")), "is a file"),
         (lambda d, tmp: d.voices_edit.setText(""), "Choose a voices folder"),
     ],

@@ -4,10 +4,9 @@ Waveforms are 1-D float32 numpy arrays at SAMPLE_RATE unless a function says oth
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import stat
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from engine.audio.atomic import atomic_path
 from engine.errors import OutputFileError, ReferenceAudioError, UnsupportedAudioError
 
 SAMPLE_RATE = 16_000  # Hz: X-Codec2 and Llasa work at 16 kHz mono only
@@ -276,21 +276,27 @@ class AudioWriter:
     """Writes float32 audio to `path` piece by piece; the file appears complete on close() or not at all.
 
     The format follows the extension (.wav and .flac: 16-bit PCM; .ogg: Vorbis; .mp3 when this
-    libsndfile can encode it); samples are clipped to [-1, 1]. Pieces go to a temporary file in the
-    same folder (opened by path, so libsndfile reports errors itself), which close() syncs and
-    renames over `path`; abort() — or leaving a `with` block by an exception — removes it. Raises
-    UnsupportedAudioError for an unknown extension and OutputFileError when the file cannot be written.
+    libsndfile can encode it); samples are clipped to [-1, 1]. Pieces go to a temporary file next to
+    `path` (engine.audio.atomic.atomic_path), opened by name so that libsndfile reports write errors
+    itself (a Python file object would print "Exception ignored from cffi callback" noise instead);
+    close() syncs and renames it over `path`; abort() — or leaving a `with` block by an exception —
+    removes it. Raises UnsupportedAudioError for an unknown extension and OutputFileError when the file
+    cannot be written.
     """
 
     def __init__(self, path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, channels: int = 1) -> None:
         self.path = Path(path)
         fmt = _output_format(self.path)
         self.frames = 0  # samples per channel written so far
-        self._tmp: str | None = None
+        self._target = atomic_path(self.path)
+        self._file = None
         try:
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
-            os.close(fd)
-            self._file = sf.SoundFile(self._tmp, "w", int(sample_rate), channels, fmt[1], format=fmt[0])
+            tmp = self._target.__enter__()
+        except OSError as e:
+            self._target = None
+            raise self._error(e) from e
+        try:
+            self._file = sf.SoundFile(tmp, "w", int(sample_rate), channels, fmt[1], format=fmt[0])
         except BaseException as e:
             self.abort()
             raise self._error(e) from e
@@ -299,9 +305,8 @@ class AudioWriter:
         if isinstance(e, OSError):
             return OutputFileError(f"Cannot write {self.path}: {e.strerror or e}; choose another folder or name.")
         if isinstance(e, (sf.LibsndfileError, RuntimeError)):
-            full = "No space left" in str(e) or "disk full" in str(e).lower()
-            reason = "the disk is full" if full else f"encoder failed ({e})"
-            return OutputFileError(f"Cannot write {self.path}: {reason}; choose another folder or free some space.")
+            return OutputFileError(f"Cannot write {self.path}: {e} (is the disk full?); choose another folder or "
+                                   "free some space.")
         return e
 
     def write(self, wave: np.ndarray) -> None:
@@ -320,12 +325,8 @@ class AudioWriter:
         """Finish the file and put it in place; returns its path."""
         try:
             self._file.close()
-            with open(self._tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            # mkstemp makes the file private (0600); keep an existing file's mode, else rw-r--r--
-            os.chmod(self._tmp, stat.S_IMODE(os.stat(self.path).st_mode) if self.path.is_file() else 0o644)
-            os.replace(self._tmp, self.path)
-            self._tmp = None
+            target, self._target = self._target, None
+            target.__exit__(None, None, None)  # sync, keep the mode, rename (the temp file is gone on failure)
         except BaseException as e:
             self.abort()
             raise self._error(e) from e
@@ -333,15 +334,13 @@ class AudioWriter:
 
     def abort(self) -> None:
         """Drop what was written; `path` stays as it was."""
-        file = getattr(self, "_file", None)
-        if file is not None and not file.closed:
-            try:
-                file.close()
-            except (sf.LibsndfileError, RuntimeError, OSError):
-                pass
-        if self._tmp is not None:
-            Path(self._tmp).unlink(missing_ok=True)
-            self._tmp = None
+        if self._file is not None and not self._file.closed:
+            with contextlib.suppress(sf.LibsndfileError, RuntimeError, OSError):
+                self._file.close()
+        target, self._target = self._target, None
+        if target is not None:
+            reason = OutputFileError("write aborted")
+            target.__exit__(type(reason), reason, None)  # removes the temporary file
 
     def __enter__(self) -> "AudioWriter":
         return self

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from engine.audio.atomic import atomic_path, remove_temp_files
 from engine.audio.clip import SAMPLE_RATE
 from engine.errors import CancelledError, ExportError, OutputFileError
 from engine.book.loudness import LoudnessMeter, gain_to, limit_peaks
@@ -240,26 +241,17 @@ def _book_tags(metadata: BookMetadata, title: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _atomic(dest: Path) -> Iterator[Path]:
-    """A temp path in dest's folder; renamed over dest (synced, mode 644) on success, else deleted."""
+    """A temp path in dest's folder, renamed over dest on success, else deleted (engine.audio.atomic).
+
+    Partial files that an export killed with -9 left for this destination are removed first.
+    """
+    for stale in remove_temp_files(dest.parent, dest.name):
+        log.info("Removed a partial file an interrupted export left: %s", stale)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        with atomic_path(dest) as tmp:
+            yield tmp
     except OSError as e:
         raise OutputFileError(f"Cannot write {dest}: {e.strerror or e}; choose another folder.") from e
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDWR)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except OSError as e:
-        raise OutputFileError(f"Cannot write {dest}: {e.strerror or e}; choose another folder.") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write(

@@ -76,11 +76,12 @@ def _read_text(path: Path) -> str:
 
 
 def _chapters(parts: list[tuple[str, str]]) -> tuple[Chapter, ...]:
-    """Chapters from (title, text) pairs; parts without text are dropped, runs of blank lines collapsed."""
+    """Chapters from (title, text) pairs; runs of blank lines collapsed. Parts without a word to speak
+    (nothing but markup left, such as empty "#" / "##" headings or "***") are dropped."""
     chapters = []
     for title, text in parts:
         text = re.sub(r"\n[ \t]*(?:\n[ \t]*)+", "\n\n", text).strip()
-        if text:
+        if re.search(r"\w", text):
             chapters.append(Chapter(title.strip() or f"Chapter {len(chapters) + 1}", text))
     return tuple(chapters)
 

@@ -277,6 +277,12 @@ def export_project(
     indices = list(chapters) if chapters is not None else [i for i, c in enumerate(project.chapters) if c.selected]
     if not indices:
         raise ProjectError("No chapters are selected to export; select at least one.")
+    damaged = project.verify_takes(s for _, s in project.segments(indices))
+    if damaged:
+        raise ProjectError(
+            f"{len(damaged)} take(s) were damaged on disk (first: segment {damaged[0]}) and are pending again; "
+            "narrate the project to render them, then export again."
+        )
     missing = [s.id for _, s in project.segments(indices) if project.status(s) in (PENDING, FAILED)]
     if missing:
         raise ProjectError(

@@ -22,48 +22,33 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from engine.audio.atomic import remove_temp_files, write_atomic
 from engine.audio.clip import SAMPLE_RATE
-from engine.text.plan import TextOptions
-from engine.config import DEFAULT_CODEC, DEFAULT_LM, ModelChoice, SamplingParams
+from engine.config import DEFAULT_CODEC, DEFAULT_LM, SEED_MAX, ModelChoice, SamplingParams, check_number
+from engine.book.take_audio import take_audio_problem
+from engine.book.project_schema import check_cover, check_project_meta
 from engine.errors import ProjectError, SettingsError, TextTooLongError
 from engine.text.pronunciation import PronunciationRule, apply_pronunciations
 from engine.text.pipeline import estimate_tokens, normalize
+from engine.text.plan import TextOptions
 from engine.voices import AUDIO_NAME, META_NAME, SavedVoice, VoiceLibrary
 
 FORMAT_VERSION = 1
 PROJECT_FILE = "project.json"
 VOICE_DIR = "voice"
 TAKES_DIR = "takes"
-TEMP_SUFFIX = ".tmp"
 
 PENDING, DONE, NEEDS_CHECK, FAILED = "pending", "done", "needs-check", "failed"
 STATUSES = (PENDING, DONE, NEEDS_CHECK, FAILED)
 
 log = logging.getLogger("llasa.engine")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a synced temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_bytes(value: object) -> bytes:
@@ -97,9 +82,12 @@ class NarrationSettings:
 
     def __post_init__(self) -> None:
         self.sampling(0)  # validates the sampling fields
+        check_number("base_seed", self.base_seed, 0, SEED_MAX, whole=True)
         self.model_choice()
-        if self.paragraph_pause < 0 or self.chapter_pause < 0:
-            raise SettingsError("Pauses must be >= 0 seconds.")
+        check_number("max_error_rate", self.max_error_rate, 0.0, 10.0)
+        check_number("paragraph_pause", self.paragraph_pause, 0.0, 60.0)  # seconds
+        check_number("chapter_pause", self.chapter_pause, 0.0, 60.0)
+        check_number("candidates", self.candidates, 1, 8, whole=True)
         if not 1 <= self.candidates <= 8 or (self.candidates > 1 and not (self.asr or self.speaker)):
             raise SettingsError("Quality mode needs 2 to 8 candidates and a Whisper or speaker model.")
 
@@ -197,7 +185,7 @@ class NarrationProject:
         self.title: str = meta["title"]
         self.author: str = meta.get("author", "")
         self.fingerprint: str = meta.get("fingerprint", "")  # what it was created from (CLI resume check)
-        self.cover: Path | None = self.folder / meta["cover"] if meta.get("cover") else None
+        self.cover: Path | None = check_cover(self.folder, meta.get("cover"))  # inside the folder, or None
         self.max_tokens: int = int(meta["max_tokens"])  # speech-token budget per segment
         self.tokens_per_char: float = float(meta["tokens_per_char"])  # the voice's speaking rate
         self.settings = NarrationSettings.from_json(meta["settings"])
@@ -207,6 +195,7 @@ class NarrationProject:
         ]
         self.voice: SavedVoice = VoiceLibrary(self.folder).get(VOICE_DIR)
         self._records: dict[str, TakeRecord] = {}
+        self.notices: list[str] = []  # what opening found and repaired (damaged takes), for the user
         self._voice_hash = hashlib.sha256(
             json.dumps([list(self.voice.codes), self.voice.transcript]).encode()).hexdigest()
 
@@ -233,11 +222,11 @@ class NarrationProject:
             (folder / VOICE_DIR).mkdir(parents=True, exist_ok=True)
             (folder / TAKES_DIR).mkdir(exist_ok=True)
             for name in (META_NAME, AUDIO_NAME):
-                atomic_write(folder / VOICE_DIR / name, (voice.folder / name).read_bytes())
+                write_atomic(folder / VOICE_DIR / name, (voice.folder / name).read_bytes())
             cover_name = None
             if cover:
                 cover_name = "cover" + cover[1]
-                atomic_write(folder / cover_name, cover[0])
+                write_atomic(folder / cover_name, cover[0])
             meta = {
                 "format": "llasa-narration", "version": FORMAT_VERSION, "title": title, "author": author,
                 "fingerprint": fingerprint, "cover": cover_name, "max_tokens": max_tokens,
@@ -261,16 +250,15 @@ class NarrationProject:
             meta = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ProjectError(f"{path} is damaged and cannot be read ({error}).") from None
-        if not isinstance(meta, dict) or meta.get("format") != "llasa-narration":
-            raise ProjectError(f"{path} is not a Llasa Studio narration project.")
-        if not isinstance(meta.get("version"), int) or meta["version"] > FORMAT_VERSION:
-            raise ProjectError(f"{folder} was made by a newer Llasa Studio (format {meta.get('version')}); update the app.")
+        check_project_meta(meta, path, FORMAT_VERSION)
         for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR):
-            for stray in sub.glob(f".*{TEMP_SUFFIX}"):
-                stray.unlink(missing_ok=True)
+            remove_temp_files(sub)
         (folder / TAKES_DIR).mkdir(exist_ok=True)
         try:
             project = cls(folder, meta)
+        except SettingsError as error:
+            raise ProjectError(f"{path} is damaged: settings: {error} Repair that entry, or narrate the book "
+                               "into a new project folder.") from None
         except (KeyError, TypeError, ValueError) as error:
             raise ProjectError(f"{path} is damaged ({type(error).__name__}: {error}).") from None
         project._scan_takes()
@@ -287,6 +275,7 @@ class NarrationProject:
                 continue
             if record.finish_reason == "failed" or (takes / f"{record.key}.flac").is_file():
                 self._records[record.key] = record
+                self._forget_if_damaged(record)
         for audio in takes.glob("*.flac"):  # audio whose .json was never written: killed in between
             if audio.stem not in self._records:
                 audio.unlink(missing_ok=True)
@@ -301,7 +290,7 @@ class NarrationProject:
             "chapters": [{"title": c.title, "source": c.source, "selected": c.selected,
                           "segments": [dataclasses.asdict(s) for s in c.segments]} for c in self.chapters],
         }
-        atomic_write(self.folder / PROJECT_FILE, _json_bytes(meta))
+        write_atomic(self.folder / PROJECT_FILE, _json_bytes(meta))
 
     # ---------------------------------------------------------------- segments and takes
 
@@ -359,9 +348,40 @@ class NarrationProject:
     def take_path(self, segment: Segment, take: int | None = None) -> Path:
         return self.folder / TAKES_DIR / f"{self.take_key(segment, take)}.flac"
 
+    def _forget_if_damaged(self, record: TakeRecord) -> bool:
+        """A done take whose audio is damaged becomes pending again: its files go, a notice says so."""
+        if record.finish_reason == "failed":
+            return False
+        audio = self.folder / TAKES_DIR / f"{record.key}.flac"
+        problem = take_audio_problem(audio, record.duration_s)
+        if problem is None:
+            return False
+        self._records.pop(record.key, None)
+        for path in (audio.with_suffix(".json"), audio):
+            path.unlink(missing_ok=True)
+        self.notices.append(f"A take ({audio.name}) was damaged ({problem}); it is pending and will be rendered again.")
+        log.warning("Damaged take %s: %s", audio, problem)
+        return True
+
+    def verify_takes(self, segments: Iterable[Segment]) -> list[str]:
+        """Re-check the chosen takes of `segments` on disk; ids of those found damaged (now pending)."""
+        damaged = []
+        for segment in segments:
+            record = self.record(segment)
+            if record is not None and self._forget_if_damaged(record):
+                damaged.append(segment.id)
+        return damaged
+
     def load_take(self, segment: Segment, take: int | None = None) -> np.ndarray:
-        """The take's audio: float32 [n] at 16 kHz."""
-        wave, _ = sf.read(self.take_path(segment, take), dtype="float32")
+        """The take's audio: float32 [n] at 16 kHz. ProjectError (the take becomes pending) when it is damaged."""
+        try:
+            wave, _ = sf.read(self.take_path(segment, take), dtype="float32")
+        except (sf.LibsndfileError, RuntimeError, OSError) as error:
+            record = self.record(segment, take)
+            if record is not None:
+                self._forget_if_damaged(record)
+            raise ProjectError(f"The take of segment {segment.id} cannot be read ({error}); it is pending again: "
+                               "narrate the project to render it, then export again.") from None
         return wave
 
     def write_take(self, segment: Segment, take: int, audio: np.ndarray | None, record: TakeRecord) -> None:
@@ -371,8 +391,8 @@ class NarrationProject:
             buffer = io.BytesIO()
             sf.write(buffer, np.clip(np.asarray(audio, np.float32), -1, 1), SAMPLE_RATE, format="FLAC",
                      subtype="PCM_16")
-            atomic_write(takes / f"{record.key}.flac", buffer.getvalue())
-        atomic_write(takes / f"{record.key}.json", _json_bytes(dataclasses.asdict(record) | {"scores": dict(record.scores)}))
+            write_atomic(takes / f"{record.key}.flac", buffer.getvalue())
+        write_atomic(takes / f"{record.key}.json", _json_bytes(dataclasses.asdict(record) | {"scores": dict(record.scores)}))
         self._records[record.key] = record
 
     # ---------------------------------------------------------------- edits (each saves)

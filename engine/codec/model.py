@@ -57,6 +57,13 @@ class CodecConfig:
     semantic_model: dict[str, Any] | None = None  # Wav2Vec2BertConfig overrides (tiny test models)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # every size is a positive whole number (0 heads divided by zero)
+            value = getattr(self, f.name)
+            if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ModelFormatError(f"codec {f.name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.encoder_strides, (list, tuple)) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in self.encoder_strides):
+            raise ModelFormatError(f"codec encoder_strides must be whole numbers >= 1, got {self.encoder_strides!r}")
         object.__setattr__(self, "encoder_strides", tuple(self.encoder_strides))
         if math.prod(self.encoder_strides) != HOP_LENGTH:
             raise ModelFormatError(f"codec encoder strides {self.encoder_strides} must multiply to {HOP_LENGTH}")

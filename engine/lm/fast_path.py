@@ -12,10 +12,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from engine.audio.atomic import write_atomic
 
 log = logging.getLogger("llasa.engine")
 
@@ -86,14 +87,7 @@ class VerdictCache:
         data[key] = asdict(verdict)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".fast_path-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(data, handle, indent=1)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(self.path, json.dumps(data, indent=1).encode("utf-8"))
         except OSError as error:
             log.warning("Cannot remember the fast-path verdict in %s: %s", self.path, error)
 

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from engine.config import SamplingParams
-from engine.errors import DeviceError, ModelFormatError
+from engine.errors import DeviceError, EngineError, ModelFormatError, is_out_of_memory
 from engine.lm.device import default_precision, resolve_device
+from engine.lm.prompt import build_prompt
 from engine.lm.tokens import SpeechTokens
 
 CPU_NOTICE = "No CUDA GPU found: running on CPU in {precision} (slow)"
@@ -88,12 +89,19 @@ def load_lm(folder: Path, *, quantization: str | None = None, device: str = "aut
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         tokens = SpeechTokens.from_tokenizer(tokenizer)
+        # The chat template is checked before the weights load: a broken or hostile template (jinja
+        # syntax error, sandbox escape) fails here in milliseconds with a ModelFormatError.
+        build_prompt(tokenizer, tokens, "Hello.")
         model = AutoModelForCausalLM.from_pretrained(
             folder, use_safetensors=True, local_files_only=True, trust_remote_code=False, **options
         )
-    except (OSError, ValueError, KeyError) as error:
+    except EngineError:
+        raise
+    except Exception as error:  # transformers/safetensors raise many types (SafetensorError, RuntimeError, ...)
+        if is_out_of_memory(error):
+            raise
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFormatError(f"Cannot load the Llasa LM from {folder}: {reason}") from error
+        raise ModelFormatError(f"Cannot load the Llasa LM from {folder}: {reason[:300]}") from error
     if "device_map" not in options:
         model.to(torch_device)
     model.eval()

@@ -57,6 +57,11 @@ def _reject_control_tokens(tokenizer: Any, text: str) -> None:
             raise InputTextError(f"The text contains the reserved model token {marker}; remove it.")
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else "no details"
+
+
 def build_prompt(
     tokenizer: Any,
     tokens: SpeechTokens,
@@ -85,9 +90,17 @@ def build_prompt(
         {"role": "user", "content": f"{INSTRUCTION}{TEXT_UNDERSTANDING_START}{input_text}{TEXT_UNDERSTANDING_END}"},
         {"role": "assistant", "content": SPEECH_GENERATION_START},
     ]
-    ids = tokenizer.apply_chat_template(
-        chat, tokenize=True, continue_final_message=True, date_string=PROMPT_DATE
-    )
+    try:
+        ids = tokenizer.apply_chat_template(
+            chat, tokenize=True, continue_final_message=True, date_string=PROMPT_DATE
+        )
+    except Exception as error:  # jinja2 TemplateSyntaxError / SecurityError / UndefinedError, transformers' ValueError
+        if isinstance(error, InputTextError):
+            raise
+        raise ModelFormatError(
+            f"The LM's chat template cannot be used ({type(error).__name__}: {_first_line(error)}); "
+            "its tokenizer files are damaged or not Llasa's: download the model again."
+        ) from None
     if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding by default
         ids = ids["input_ids"]
     ids = [int(i) for i in ids]

@@ -50,9 +50,25 @@ def _read_config(folder: Path, what: str) -> dict:
     if not config_path.is_file():
         raise ModelFormatError(f"{what} folder {folder} has no config.json; is it a complete model folder?")
     try:
-        return json.loads(config_path.read_text(encoding="utf-8"))
+        config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFormatError(f"{what} folder {folder}: config.json is unreadable ({error}).") from None
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{what} folder {folder}: config.json is not a JSON object of settings; "
+                               "download the model again.")
+    return config
+
+
+def _safetensors_shapes(path: Path, what: str) -> dict[str, list[int]]:
+    """Tensor name -> shape from a safetensors header; ModelFormatError when the file is damaged or truncated."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as error:  # safetensors raises SafetensorError, OSError and others for damaged files
+        raise ModelFormatError(f"{what} weights {path} are unreadable or truncated ({error}); "
+                               "download the model again.") from None
 
 
 def _raise_no_safetensors(folder: Path, what: str) -> None:
@@ -80,12 +96,27 @@ def check_lm_folder(folder: Path) -> None:
         _raise_no_safetensors(folder, what)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            shards = {str(name) for name in weight_map.values()}
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as error:
+            raise ModelFormatError(f"{what} folder {folder}: {index.name} is not a valid weight index "
+                                   f"({error}); download the model again.") from None
         missing = sorted(s for s in shards if not (folder / s).is_file())
         if missing:
             raise ModelFormatError(f"{what} folder {folder} is missing weight files: {', '.join(missing[:3])}.")
     if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
         raise ModelFormatError(f"{what} folder {folder} has no tokenizer files (tokenizer.json).")
+    shapes: dict[str, list[int]] = {}
+    for weights in sorted(folder.glob("*.safetensors")):  # headers only: milliseconds, no weights read
+        shapes.update(_safetensors_shapes(weights, what))
+    embedding = shapes.get("model.embed_tokens.weight")
+    vocab = config.get("vocab_size")
+    if embedding and vocab != embedding[0]:
+        raise ModelFormatError(
+            f"{what} folder {folder}: config.json says vocab_size {vocab!r} but the weights hold {embedding[0]} "
+            "token embeddings; the config and the weights do not belong together."
+        )
 
 
 def check_codec_folder(folder: Path) -> None:
@@ -99,13 +130,7 @@ def check_codec_folder(folder: Path) -> None:
         if not any(folder.glob("*.safetensors")):
             _raise_no_safetensors(folder, what)
         raise ModelFormatError(f"{what} folder {folder} has no model.safetensors.")
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            keys = list(handle.keys())
-    except Exception as error:  # safetensors raises several types for damaged headers
-        raise ModelFormatError(f"{what} weights {weights} are unreadable ({error}).") from None
+    keys = list(_safetensors_shapes(weights, what))
     if not any(key.startswith(_CODEC_KEY_PREFIX) for key in keys):
         raise ModelFormatError(f"{weights} does not contain X-Codec2 weights (no {_CODEC_KEY_PREFIX}* tensors).")
 

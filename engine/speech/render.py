@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.audio.clip import FRAME_RATE, SAMPLE_RATE
-from engine.config import CONTEXT_WINDOW, SamplingParams
+from engine.config import CONTEXT_WINDOW, SEED_MAX, SamplingParams
 from engine.errors import CancelledError, InputTextError, NoSpeechError, SettingsError, TextTooLongError
 from engine.lm.prompt import build_prompt
 from engine.speech.assemble import SegmentJoiner
@@ -35,7 +35,7 @@ from engine.text.pipeline import MIN_SPEECH_TOKENS, budget_for_voice, speaking_r
 from engine.text.plan import PlannedSegment, TextOptions, plan_text, segment_cap
 
 MAX_ROWS = 8  # rows of one batch: candidates of one segment
-SEED_RANGE = 2**63  # seeds are 0 .. 2**63 - 1
+SEED_RANGE = SEED_MAX + 1  # seeds are 0 .. SEED_MAX
 
 
 @dataclass(frozen=True)
