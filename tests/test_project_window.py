@@ -3,6 +3,7 @@ through the dialog, narrate, play, edit, regenerate, choose takes, stop, export,
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -178,3 +179,73 @@ def test_new_project_needs_loaded_models(qtbot, tmp_path):
         assert "Load the models first" in dialog.last_message.text() and dialog.result() == 0
     finally:
         assert bridge.shutdown(10.0)
+
+
+@pytest.mark.slow
+def test_each_windows_stop_and_close_cancel_only_their_own_job(qtbot, main, tmp_path):
+    from engine.session import NarrationProgressed, Progress
+
+    window = create_through_dialog(qtbot, main, tmp_path)
+    codes = np.random.default_rng(0).integers(0, 65536, 1700)  # a 34 s reference: Generate's budget is ~190 tokens
+    long_voice = main.library.add("Long reference", np.zeros(16000, np.float32), TRANSCRIPT, codes, "tiny")
+    main.voice_panel.refresh_library(select=long_voice.id)
+    main.text_edit.setPlainText("Hello there.")
+    moment, held, release = [None], threading.Event(), threading.Event()
+
+    def hold(event):  # on the engine thread (direct connection): it waits here while the GUI acts
+        if moment[0] is not None and moment[0](event):
+            moment[0] = None
+            held.set()
+            release.wait(WAIT_MS / 1000)
+
+    def hold_at(predicate):
+        held.clear()
+        release.clear()
+        moment[0] = predicate
+
+    main.bridge._event_arrived.connect(hold, Qt.ConnectionType.DirectConnection)
+    try:
+        # The main window's Stop cancels its queued Generate; the project's narration goes on.
+        hold_at(lambda e: isinstance(e, NarrationProgressed))
+        qtbot.mouseClick(window.narrate_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(held.is_set, timeout=WAIT_MS)
+        main.generate()
+        assert main.is_generating() and main.stop_button.isEnabled() and main.last_message is None
+        with qtbot.waitSignal(main.bridge.cancelled, timeout=WAIT_MS):
+            qtbot.mouseClick(main.stop_button, Qt.MouseButton.LeftButton)
+        assert not main.is_generating() and window.is_running()
+        with qtbot.waitSignal(main.bridge.narrated, timeout=WAIT_MS):
+            release.set()
+        assert (window.last_result.rendered, window.last_result.cancelled) == (6, False)
+
+        # The project window's Stop cancels its queued narration; the main window's Generate goes on.
+        hold_at(lambda e: isinstance(e, Progress) and e.stage == "generate" and e.done == 25)
+        main.generate()
+        qtbot.waitUntil(held.is_set, timeout=WAIT_MS)
+        window.segment_table.select_segment(window.project.chapters[0].segments[0].id)
+        qtbot.mouseClick(window.regenerate_button, Qt.MouseButton.LeftButton)  # a new take, queued
+        assert window.is_running()
+        with qtbot.waitSignal(main.bridge.cancelled, timeout=WAIT_MS):
+            qtbot.mouseClick(window.stop_button, Qt.MouseButton.LeftButton)
+        assert not window.is_running() and main.is_generating()
+        with qtbot.waitSignal(main.bridge.generated, timeout=WAIT_MS):
+            release.set()
+        assert main.last_take() is not None and main.last_message is None
+
+        # Closing the project window cancels its queued narration only.
+        hold_at(lambda e: isinstance(e, Progress) and e.stage == "generate" and e.done == 25)
+        main.generate()
+        qtbot.waitUntil(held.is_set, timeout=WAIT_MS)
+        qtbot.mouseClick(window.narrate_button, Qt.MouseButton.LeftButton)
+        run_id = window._run_id
+        with qtbot.waitSignal(main.bridge.cancelled, timeout=WAIT_MS,
+                              check_params_cb=lambda e: e.request_id == run_id):
+            window.close()
+        assert main.is_generating()
+        with qtbot.waitSignal(main.bridge.generated, timeout=WAIT_MS):
+            release.set()
+        assert not main.is_generating() and main.last_message is None
+    finally:
+        moment[0] = None
+        release.set()
+        main.bridge._event_arrived.disconnect(hold)
