@@ -71,9 +71,11 @@ class EngineBridge(QObject):
             return
         signal.emit(event)
 
-    def load_models(self, choice: ModelChoice) -> None:
-        """Load (or switch) models; answered by models_loaded or failed."""
-        self._session.submit(self._session_module.LoadModels(choice))
+    def load_models(self, choice: ModelChoice) -> str:
+        """Load (or switch) models; answered by models_loaded or failed (both with the returned request id)."""
+        request_id = self._next_id()
+        self._session.submit(self._session_module.LoadModels(choice, request_id))
+        return request_id
 
     def encode_voice(self, samples: np.ndarray, transcript: str) -> str:
         """Encode a 16 kHz reference clip; answered by voice_encoded or failed."""
@@ -110,7 +112,7 @@ class EngineBridge(QObject):
     def narrate(self, folder: Path, chapters: tuple[int, ...] | None = None,
                 segment_ids: tuple[str, ...] | None = None) -> str:
         """Render a project's pending segments (of `chapters`, or just `segment_ids`); narration_progressed
-        while it runs, then narrated (result.cancelled after cancel()), or failed."""
+        while it runs, then narrated (result.cancelled after cancel(request id)), or failed."""
         request_id = self._next_id()
         self._session.submit(self._session_module.Narrate(request_id, Path(folder), chapters, segment_ids))
         return request_id
@@ -123,9 +125,11 @@ class EngineBridge(QObject):
                                                                 per_chapter))
         return request_id
 
-    def cancel(self) -> None:
-        """Stop the running job within one token and drop queued generations."""
-        self._session.cancel()
+    def cancel(self, request_id: str | None) -> None:
+        """Cancel only the job `request_id` (running: stops within one token; queued: dropped, answered by
+        cancelled). None does nothing: every window cancels its own jobs; shutdown() cancels them all."""
+        if request_id is not None:
+            self._session.cancel(request_id)
 
     def memory_text(self) -> str:
         return self._session_module.memory_summary()

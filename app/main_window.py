@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
         self._memory_source = memory_source or getattr(bridge, "memory_text", None)
         self._models_ready = False
         self._loading = False
+        self._load_id: str | None = None  # the LoadModels this window asked for last
         self._codec = ""  # the codec the loaded models use (stored with saved voices)
         self._voice: SavedVoice | None = None
         self._generate_id: str | None = None
@@ -209,7 +210,7 @@ class MainWindow(QMainWindow):
         self.device_label.setText("Loading models…")
         self.script_view.set_busy("Loading models…")
         self._update_actions()
-        self.bridge.load_models(choice)
+        self._load_id = self.bridge.load_models(choice)
 
     @Slot(object)
     def _on_models_loaded(self, event) -> None:
@@ -301,13 +302,13 @@ class MainWindow(QMainWindow):
         """Cancel the generation in progress (and its live playback)."""
         if not self.is_generating():
             return
-        self.bridge.cancel()
+        self.bridge.cancel(self._generate_id)  # only this window's Generate: a narration keeps running
         self.player.stop()
         self.script_view.set_stage_text("Stopping…")
 
     @Slot(object)
     def _on_progress(self, event) -> None:
-        if event.request_id not in (None, self._generate_id, self._encode_id, self._export_id):
+        if event.request_id not in (None, self._load_id, self._generate_id, self._encode_id, self._export_id):
             return
         self.script_view.set_progress(event.stage, event.done, event.total)
 
@@ -343,7 +344,7 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_failed(self, event) -> None:
         rid = event.request_id
-        if rid is not None and rid not in (self._generate_id, self._encode_id, self._export_id):
+        if rid is not None and rid not in (self._load_id, self._generate_id, self._encode_id, self._export_id):
             return  # another window's job (a narration project): that window shows it
         if rid is not None and rid == self._generate_id:
             self._generate_id = None
@@ -353,8 +354,8 @@ class MainWindow(QMainWindow):
             self.voice_panel.set_encode_failed()
         elif rid is not None and rid == self._export_id:
             self._export_id = None
-        elif self._loading:
-            self._loading = False
+        elif rid == self._load_id and self._loading:
+            self._load_id, self._loading = None, False
             self.device_label.setText("Models not loaded")
         self.script_view.set_idle()
         self._update_actions()
@@ -428,7 +429,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
         if self.is_generating():
-            self.bridge.cancel()
+            self.bridge.cancel(self._generate_id)
         self.player.stop()
         self.voice_panel.shutdown()  # a recording or clip playback must not outlive the window
         self.projects.close_all()

@@ -270,7 +270,7 @@ class ProjectWindow(QMainWindow):
     @Slot()
     def stop(self) -> None:
         if self.is_running():
-            self.bridge.cancel()
+            self.bridge.cancel(self._run_id)  # only this window's narration: other jobs keep running
             self.statusBar().showMessage("Stopping…")
 
     def _end_run(self, message: str) -> None:
@@ -344,8 +344,8 @@ class ProjectWindow(QMainWindow):
             self.statusBar().showMessage(f"Exported to {event.path}", 10_000)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
-        if self.is_running():
-            self.bridge.cancel()
+        for request_id in (self._run_id, self._export_id):  # this window's jobs only
+            self.bridge.cancel(request_id)
         self.player.stop()
         for signal, slot in self._bridge_slots():
             try:

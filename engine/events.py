@@ -20,6 +20,7 @@ class ModelsLoaded:
     lm: str  # the LM as chosen (repo id or folder)
     quantization: str  # "4bit" | "8bit" | "bf16" | "fp32"
     notices: tuple[str, ...]  # things the user should know, e.g. a CPU fallback
+    request_id: str | None = None  # the LoadModels' id, or the project job's that loaded them first
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Jobs go in through `EngineSession.submit`; immutable events come out through the
 called on the engine thread (the GUI's bridge re-emits them as Qt signals). torch is imported on the
 engine thread only, so importing this module is cheap. Every job ends with exactly one final event:
 ModelsLoaded / VoiceEncoded / Generated / Transcribed / Exported, Failed (with a message a user can read) or
-Cancelled (and nothing else after it). Transcribe -> Transcribed uses a Whisper kept on this thread
+Cancelled (and nothing else after it). Every job carries a request_id (optional for LoadModels) and
+`cancel(request_id)` stops only that job, so one window's Stop never ends another window's job. Transcribe -> Transcribed uses a Whisper kept on this thread
 (engine.book.quality.VerifierModels, shared with quality-mode narration). Narration-project jobs (CreateProject, Narrate, ExportProject
 and their events ProjectCreated, NarrationProgressed, Narrated) live in engine.book.jobs and are
 re-exported here; they load the project's models first when others are loaded.
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +49,11 @@ MIN_REFERENCE_S = 1.0  # shortest clip EncodeVoice accepts (as engine.audio.clip
 # ---- jobs (GUI -> engine) ----
 @dataclass(frozen=True)
 class LoadModels:
-    """Load (or switch to) these models; answered by ModelsLoaded. Failed/Progress carry request_id None."""
+    """Load (or switch to) these models; answered by ModelsLoaded. Progress/Failed/ModelsLoaded carry
+    `request_id` (None when not given). A load is not interrupted by cancel once it runs."""
 
     choice: ModelChoice
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,19 +96,17 @@ class ExportAudio:
     path: str | Path
 
 
-_STOP = object()
-
-
 class EngineSession:
     """Runs jobs one at a time on a daemon thread that owns the Synthesizer."""
 
     def __init__(self, emit: Callable[[object], None]) -> None:
         self._emit_callback = emit
-        self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="llasa-engine", daemon=True)
         self._lock = threading.Lock()
-        self._epoch = 0  # cancel() count: Generate jobs submitted before the latest cancel are dropped
-        self._running_cancel: threading.Event | None = None  # the running job's cancel flag
+        self._wakeup = threading.Condition(self._lock)  # notified when a job is queued or on shutdown
+        self._pending: deque[tuple[object, int]] = deque()  # (job, epoch when submitted), oldest first
+        self._epoch = 0  # cancel() count: Generates/Narrates submitted before the latest cancel() are dropped
+        self._running: tuple[str | None, threading.Event] | None = None  # running job's (request_id, cancel flag)
         self._stopping = False
         self._synth: Synthesizer | None = None  # touched on the engine thread only
         self._choice: ModelChoice | None = None  # what self._synth was loaded with (engine thread only)
@@ -118,26 +119,40 @@ class EngineSession:
         """Queue a job (LoadModels, EncodeVoice, Generate, ExportAudio or a project job); returns at once."""
         if self._stopping:
             raise RuntimeError("the engine session is shut down")
-        with self._lock:
-            self._queue.put((job, self._epoch))
+        with self._wakeup:
+            self._pending.append((job, self._epoch))
+            self._wakeup.notify()
 
-    def cancel(self) -> None:
-        """Stop the running job at its next check (every token when generating); drop queued Generates
-        and Narrates.
+    def cancel(self, request_id: str | None = None) -> None:
+        """Cancel one job, or with no id everything that renders (used on shutdown).
 
-        The running job and each dropped one emit Cancelled, except a running Narrate: it ends with
-        Narrated(result.cancelled=True), its finished takes kept. Queued loads, encodes and exports still run.
+        With `request_id`: if that job runs, it stops at its next check (every token when generating);
+        if it is queued, it is dropped and Cancelled(request_id) is emitted at once, on the calling thread.
+        Other jobs, running or queued, are untouched; an unknown or finished id does nothing.
+        Without: the running job stops and queued Generates and Narrates are dropped (each emits
+        Cancelled on the engine thread when its turn comes); queued loads, encodes and exports still run.
+        A cancelled running job emits Cancelled, except a Narrate: it ends with
+        Narrated(result.cancelled=True), its finished takes kept.
         """
+        dropped: list[object] = []
         with self._lock:
-            self._epoch += 1
-            if self._running_cancel is not None:
-                self._running_cancel.set()
+            if request_id is None:
+                self._epoch += 1
+            elif self._pending:
+                kept = deque(item for item in self._pending if getattr(item[0], "request_id", None) != request_id)
+                dropped = [job for job, _ in self._pending if getattr(job, "request_id", None) == request_id]
+                self._pending = kept
+            if self._running is not None and request_id in (None, self._running[0]):
+                self._running[1].set()
+        for _ in dropped:
+            self._emit(Cancelled(request_id))
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Cancel, skip queued jobs, stop the thread; True when it stopped within `timeout` seconds."""
         self._stopping = True
         self.cancel()
-        self._queue.put(_STOP)
+        with self._wakeup:
+            self._wakeup.notify()
         if not self._thread.is_alive():
             return True
         self._thread.join(timeout)
@@ -155,18 +170,18 @@ class EngineSession:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            if self._stopping:
-                continue
-            job, epoch = item
-            request_id = getattr(job, "request_id", None)
-            with self._lock:
+            with self._wakeup:
+                while not (self._pending or self._stopping):
+                    self._wakeup.wait()
+                if self._stopping:  # queued jobs are skipped
+                    break
+                job, epoch = self._pending.popleft()
+                request_id = getattr(job, "request_id", None)
                 if isinstance(job, (Generate, Narrate)) and epoch < self._epoch:
                     cancel = None
                 else:
-                    cancel = self._running_cancel = threading.Event()
+                    cancel = threading.Event()
+                    self._running = (request_id, cancel)
             if cancel is None:
                 self._emit(Cancelled(request_id))
                 continue
@@ -182,13 +197,13 @@ class EngineSession:
                 self._emit(Failed(request_id, message))
             finally:
                 with self._lock:
-                    self._running_cancel = None
+                    self._running = None
         self._synth = None  # free the models with the thread
         self._verifiers.clear()
 
     def _handle(self, job: object, cancel: threading.Event) -> None:
         if isinstance(job, LoadModels):
-            self._load(job)
+            self._load(job, job.request_id)
         elif isinstance(job, EncodeVoice):
             self._encode(job)
         elif isinstance(job, Generate):
@@ -221,7 +236,7 @@ class EngineSession:
         (ModelsLoaded, Progress with this request id) when none or others are loaded."""
         wanted = settings.model_choice(self._choice.device if self._choice else "auto")
         if self._synth is None or self._choice != wanted:
-            self._load(LoadModels(wanted), request_id)
+            self._load(LoadModels(wanted, request_id), request_id)
         return self._models()
 
     def _load(self, job: LoadModels, request_id: str | None = None) -> None:
@@ -240,7 +255,7 @@ class EngineSession:
         device = synth.lm.device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
         self._emit(Progress(request_id, "load", 1, 1))
-        self._emit(ModelsLoaded(name, str(job.choice.lm), synth.lm.quantization, tuple(synth.notices)))
+        self._emit(ModelsLoaded(name, str(job.choice.lm), synth.lm.quantization, tuple(synth.notices), request_id))
 
     def _encode(self, job: EncodeVoice) -> None:
         from engine.audio.clip import ReferenceClip

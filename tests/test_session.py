@@ -15,12 +15,12 @@ import soundfile as sf
 from engine.config import CONTEXT_WINDOW, ModelChoice, SamplingParams
 from engine.session import (
     AudioChunk, Cancelled, EncodeVoice, EngineSession, ExportAudio, Exported, Failed, Generate, Generated,
-    LoadModels, ModelsLoaded, Progress, VoiceEncoded, memory_summary,
+    LoadModels, ModelsLoaded, Narrated, Progress, ProjectCreated, VoiceEncoded, memory_summary,
 )
 
 from engine_events import WAIT_S, EventRecorder
 
-FINAL = (ModelsLoaded, VoiceEncoded, Generated, Exported, Failed, Cancelled)
+FINAL = (ModelsLoaded, VoiceEncoded, Generated, Exported, Failed, Cancelled, ProjectCreated, Narrated)
 TEXT = "Hello there."
 
 
@@ -217,3 +217,95 @@ def test_session_module_does_not_import_torch():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---- per-job cancel: one window's Stop never ends another window's job ----
+NARRATOR_TRANSCRIPT = "The quick brown fox jumps over the lazy dog, near the quiet river bank. " * 4
+
+
+@pytest.fixture
+def one_segment_project(loaded, tiny_models, tmp_path):
+    """A narration project of one short segment, created on the loaded session (its takes are capped short)."""
+    from engine.book.importer import Book, Chapter
+    from engine.book.project import NarrationSettings
+    from engine.session import CreateProject
+    from engine.voices import VoiceLibrary
+
+    session, recorder = loaded
+    codes = tuple(int(c) for c in np.random.default_rng(0).integers(0, 65536, 100))
+    voice = VoiceLibrary(tmp_path / "voices").add("Narrator", np.zeros(32000, np.float32),
+                                                  NARRATOR_TRANSCRIPT, codes, "tiny")
+    settings = NarrationSettings(lm=str(tiny_models["lm"]), codec=str(tiny_models["codec"]), base_seed=11)
+    book = Book("Cancel Book", "A. Author", (Chapter("One", "It was a bright day."),))
+    session.submit(CreateProject("c", tmp_path / "book", book, voice, settings))
+    assert recorder.final() == ProjectCreated("c", tmp_path / "book")
+    return tmp_path / "book"
+
+
+def _hold(recorder, is_the_moment) -> tuple[threading.Event, threading.Event]:
+    """Make the engine thread wait at the first event matching `is_the_moment` until released."""
+    reached, release = threading.Event(), threading.Event()
+
+    def on_event(event):
+        if not reached.is_set() and is_the_moment(event):
+            reached.set()
+            release.wait(WAIT_S)
+
+    recorder.on_event = on_event
+    return reached, release
+
+
+def test_cancelling_a_queued_generate_leaves_the_running_narration_alone(loaded, short_voice, one_segment_project):
+    from engine.session import Narrate, NarrationProgressed
+
+    session, recorder = loaded
+    reached, release = _hold(recorder, lambda e: isinstance(e, NarrationProgressed) and e.request_id == "n")
+    try:
+        session.submit(Narrate("n", one_segment_project))
+        assert reached.wait(WAIT_S)  # the narration runs (held at its first event)
+        session.submit(Generate("g", TEXT, short_voice, SamplingParams(seed=1)))
+        session.cancel("g")  # the main window's Stop
+        assert recorder.final() == Cancelled("g")  # answered at once, while the narration still runs
+        session.cancel("no-such-job")
+    finally:
+        release.set()
+    done = recorder.final()
+    assert isinstance(done, Narrated) and done.request_id == "n", done
+    assert (done.result.rendered, done.result.total, done.result.cancelled) == (1, 1, False)
+    assert recorder.of("g") == [Cancelled("g")]  # never ran
+    recorder.on_event = None
+
+
+def test_cancelling_a_queued_narration_leaves_the_running_generate_alone(loaded, short_voice, one_segment_project):
+    from engine.book.project import NarrationProject
+    from engine.session import Narrate
+
+    session, recorder = loaded
+    before = {p.name: p.read_bytes() for p in one_segment_project.rglob("*") if p.is_file()}
+    reached, release = _hold(recorder, lambda e: isinstance(e, Progress) and e.request_id == "g" and e.done == 25)
+    try:
+        session.submit(Generate("g", TEXT, short_voice, SamplingParams(seed=1)))
+        session.submit(Narrate("n", one_segment_project))
+        assert reached.wait(WAIT_S)
+        session.cancel("n")  # the project window's Stop
+        assert recorder.final() == Cancelled("n")
+    finally:
+        release.set()
+    assert isinstance(recorder.final(), Generated)
+    assert {p.name: p.read_bytes() for p in one_segment_project.rglob("*") if p.is_file()} == before
+    assert NarrationProject.open(one_segment_project).status(
+        next(s for _, s in NarrationProject.open(one_segment_project).segments())) == "pending"
+
+    # Cancelling the running job by its id stops it, and only it: the narration queued behind it runs.
+    reached, release = _hold(recorder, lambda e: isinstance(e, Progress) and e.request_id == "g2" and e.done == 25)
+    try:
+        session.submit(Generate("g2", TEXT, short_voice, SamplingParams(seed=1)))
+        session.submit(Narrate("n2", one_segment_project))
+        assert reached.wait(WAIT_S)
+        session.cancel("g2")
+    finally:
+        release.set()
+    assert recorder.final() == Cancelled("g2")
+    done = recorder.final()
+    assert isinstance(done, Narrated) and (done.result.rendered, done.result.cancelled) == (1, False), done
+    recorder.on_event = None
