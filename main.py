@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import sys
 
-from cli import dev, narrate, synth
+from cli import dev, narrate, serve, synth
 
 EXIT_USAGE = 2
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_synth_parser(subparsers)
     synth.add_transcribe_parser(subparsers)
     narrate.add_parser(subparsers)
+    serve.add_parser(subparsers)
     dev.add_parser(subparsers)
     return parser
 
