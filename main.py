@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import sys
 
-from cli import bench, dev, narrate, synth
+from cli import bench, dev, narrate, serve, synth
 
 EXIT_USAGE = 2
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_transcribe_parser(subparsers)
     narrate.add_parser(subparsers)
     bench.add_parser(subparsers)
+    serve.add_parser(subparsers)
     dev.add_parser(subparsers)
     return parser
 

@@ -17,6 +17,8 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
     text.add_argument("--text-file", type=Path, help="a UTF-8 text file to speak")
     synth.add_argument("--ref", type=Path, help="reference clip of the voice to clone (wav/flac/ogg/mp3); omit for a random voice")
     synth.add_argument("--ref-text", help="exactly what the reference clip says (required with --ref)")
+    synth.add_argument("--voice", help="a saved voice from the voice library, by name (instead of --ref)")
+    synth.add_argument("--voices", type=Path, help="voice library folder for --voice (default: the app's)")
     synth.add_argument("--out", type=Path, required=True, help="output audio file (.wav, .flac or .ogg)")
     synth.add_argument("--lm", default=DEFAULT_LM, help=f"Llasa LM: Hugging Face id or local folder (default {DEFAULT_LM})")
     synth.add_argument("--codec", default=DEFAULT_CODEC, help=f"X-Codec2: Hugging Face id or local folder (default {DEFAULT_CODEC})")
@@ -60,6 +62,9 @@ def _run_synth(args: argparse.Namespace) -> None:
         raise InputTextError("--ref needs --ref-text: type exactly what the reference clip says.")
     if args.ref is None and args.ref_text:
         raise InputTextError("--ref-text was given without --ref.")
+    if args.voice is not None and args.ref is not None:
+        raise InputTextError("Give --ref or --voice, not both.")
+    saved = _library_voice(args) if args.voice is not None else None
     check_output_path(args.out)
     if not 1 <= args.candidates <= 8:
         raise SettingsError(f"--candidates must be 1 to 8, got {args.candidates}.")
@@ -83,7 +88,7 @@ def _run_synth(args: argparse.Namespace) -> None:
     synthesizer = Synthesizer.load(choice, with_encoder=clip is not None)
     for notice in synthesizer.notices:
         status(notice)
-    voice = synthesizer.encode_reference(clip, args.ref_text) if clip else None
+    voice = synthesizer.encode_reference(clip, args.ref_text) if clip else saved.to_voice() if saved else None
     if voice is None:
         status("No reference clip: the model picks a random voice.")
     picker = _best_of_picker(args, synthesizer, voice, clip) if args.candidates > 1 else None
@@ -100,6 +105,14 @@ def _run_synth(args: argparse.Namespace) -> None:
             player.stop()
     if picker is not None:
         picker.write_scores(args.out, text, result)
+
+
+def _library_voice(args: argparse.Namespace):
+    """The --voice of the library in --voices (the app's by default); InputTextError listing the names."""
+    from cli.common import default_voices_folder
+    from engine.voices import VoiceLibrary
+
+    return VoiceLibrary(args.voices or default_voices_folder()).find(args.voice)
 
 
 def _render_to_file(args, synthesizer, text, voice, params, player, picker):

@@ -167,6 +167,16 @@ class VoiceLibrary:
             raise ModelFormatError(f"Voice {voice_id!r} is not in the library {self.root} (was it deleted?).")
         return self._read(folder)
 
+    def find(self, name: str) -> SavedVoice:
+        """The voice called `name` (case-insensitive) or with the id `name`; InputTextError listing the
+        library's names when there is none."""
+        voices = self.list()
+        for voice in voices:
+            if voice.name.casefold() == name.strip().casefold() or voice.id == name:
+                return voice
+        names = ", ".join(repr(v.name) for v in voices) or f"none yet in {self.root}"
+        raise InputTextError(f"Unknown voice {name!r}; the voices are: {names}.")
+
     def add(
         self, name: str, samples: np.ndarray, transcript: str, codes: tuple[int, ...] | list[int], codec: str
     ) -> SavedVoice:

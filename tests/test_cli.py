@@ -136,6 +136,20 @@ def test_bad_text_input_is_refused(tiny, tmp_path):
         assert_refused(run_cli(*synth_args(tiny, out, *args)), out, re.escape(pattern))
 
 
+def test_an_unknown_library_voice_is_refused_with_the_names(tiny, reference_wav, tmp_path):
+    from engine.voices import VoiceLibrary
+
+    out = tmp_path / "out" / "out.wav"
+    out.parent.mkdir()
+    library = VoiceLibrary(tmp_path / "voices")
+    library.add("Ann", np.zeros(16000, np.float32) + 0.1, "Hello.", [1, 2, 3], str(tiny["codec"]))
+    result = run_cli(*synth_args(tiny, out, "--text", "Hi.", "--voices", library.root, "--voice", "Bob"))
+    assert_refused(result, out, re.escape("Unknown voice 'Bob'; the voices are: 'Ann'."))
+    both = run_cli(*synth_args(tiny, out, "--text", "Hi.", "--voices", library.root, "--voice", "Ann",
+                               "--ref", reference_wav, "--ref-text", REF_TEXT))
+    assert_refused(both, out, "--ref or --voice, not both")
+
+
 def test_text_that_does_not_fit_the_window(tiny, reference_wav, tmp_path):
     out = tmp_path / "out" / "out.wav"
     out.parent.mkdir()
