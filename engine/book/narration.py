@@ -23,10 +23,11 @@ from engine.audio.clip import FRAME_RATE, SAMPLE_RATE
 from engine.book.importer import Book
 from engine.config import SamplingParams
 from engine.errors import CancelledError, EngineError, ProjectError
+from engine.book.plan import plan_chapter, plan_segments
 from engine.book.project import (
     DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Segment, TakeRecord,
 )
-from engine.text.pipeline import Pause, apply_pronunciations, estimate_tokens, normalize, parse_markup, split_text
+from engine.text.pipeline import estimate_tokens
 from engine.voices import SavedVoice
 
 if TYPE_CHECKING:
@@ -55,46 +56,42 @@ def segment_budget(synthesizer: "Synthesizer", codes: Sequence[int], transcript:
     return budget_for_voice(len(codes), transcript, len(prompt) - len(codes) - 1)
 
 
-def plan_segments(
-    source: str, settings: NarrationSettings, max_tokens: int, tokens_per_char: float, *, id_prefix: str = ""
-) -> tuple[Segment, ...]:
-    """A chapter's text as segments: markup -> pronunciations -> normalize -> split to the budget.
-
-    Lines inside a paragraph are joined (hard-wrapped text); pauses from the markup go to the segment
-    before them; the last segment is followed by at least the chapter pause (the gap to the next
-    chapter in a whole-book export). Segment ids are f"{id_prefix}{n}" with n counting from 1.
-    """
-    segments: list[Segment] = []
-    for item in parse_markup(source, paragraph_pause=settings.paragraph_pause, chapter_pause=settings.chapter_pause):
-        if isinstance(item, Pause):
-            if segments:
-                segments[-1] = replace(segments[-1], pause_after=segments[-1].pause_after + item.seconds)
-            continue
-        text = apply_pronunciations(re.sub(r"\s*\n\s*", " ", item.text), settings.pronunciations)
-        text = normalize(text, language=settings.language)
-        for chunk in split_text(text, max_tokens=max_tokens, tokens_per_char=tokens_per_char) if text else ():
-            segments.append(Segment(f"{id_prefix}{len(segments) + 1}", chunk.strip(), 0.0))
-    if segments:
-        segments[-1] = replace(segments[-1], pause_after=max(segments[-1].pause_after, settings.chapter_pause))
-    return tuple(segments)
-
-
 def create_project(
     folder: Path, book: Book, voice: SavedVoice, settings: NarrationSettings, *, max_tokens: int,
     tokens_per_char: float, chapters: Sequence[int] | None = None, fingerprint: str = "",
+    cast: Sequence[tuple[SavedVoice, int, float]] = (),
 ) -> NarrationProject:
     """Plan `book` and write a new project folder (see NarrationProject.create); `chapters` (0-based)
-    are the selected ones, default all. `max_tokens` and `tokens_per_char` come from segment_budget."""
+    are the selected ones, default all. `max_tokens` and `tokens_per_char` come from segment_budget,
+    for the narrator `voice` and for each other voice of the `cast` ((voice, max tokens, tokens per char);
+    [voice: Name] markup names them by their library names; settings.dialogue_voice names one of them
+    here, the project stores its key). InputTextError (line, column, valid names) for bad markup or
+    cast names, before anything is written."""
+    from engine.book.cast import check_name
+    from engine.book.plan import NARRATOR_NAME
+    from engine.text.cast_markup import resolve_voice
+
+    names = {NARRATOR_NAME: NARRATOR_NAME}
+    for saved, _, _ in cast:
+        names[check_name(saved.name, list(names))] = saved.name
+    budgets = {v.name: (m, r) for v, m, r in cast}
+    if settings.dialogue_voice is not None:
+        try:
+            resolve_voice(settings.dialogue_voice, names)
+        except KeyError:
+            from engine.errors import SettingsError
+
+            raise SettingsError(f"The dialogue voice {settings.dialogue_voice!r} is not in the cast "
+                                f"(valid: {', '.join(names)}).") from None
+    for i, c in enumerate(book.chapters):  # the markup is checked on the whole book first: nothing is written on error
+        plan_chapter(c.title, i, c.text, settings, max_tokens, tokens_per_char, names=names, budgets=budgets)
     selected = set(range(len(book.chapters)) if chapters is None else chapters)
-    planned = [
-        ProjectChapter(c.title, c.text, plan_segments(c.text, settings, max_tokens, tokens_per_char,
-                                                       id_prefix=f"{i + 1}."), i in selected)
-        for i, c in enumerate(book.chapters)
-    ]
+    unplanned = [ProjectChapter(c.title, c.text, (), i in selected) for i, c in enumerate(book.chapters)]
     cover = (book.cover, book.cover_suffix) if book.cover else None
     return NarrationProject.create(
-        folder, title=book.title, author=book.author, chapters=planned, voice=voice, settings=settings,
+        folder, title=book.title, author=book.author, chapters=unplanned, voice=voice, settings=settings,
         max_tokens=max_tokens, tokens_per_char=tokens_per_char, cover=cover, fingerprint=fingerprint,
+        cast=cast, plan=True,
     )
 
 
@@ -143,7 +140,8 @@ def render_segment(
     render: SegmentRenderer = synthesize_take, cancel: threading.Event | None = None,
     on_tokens: Callable[[int, int], None] | None = None, voice: "Voice | None" = None,
 ) -> TakeRecord:
-    """Render the chosen take of one segment and store it; returns its record (also for a failure).
+    """Render the chosen take of one segment in its cast voice (`voice`: that voice, already converted)
+    and store it; returns its record (also for a failure).
 
     A user-fixable failure (EngineError, e.g. no speech produced) is stored as a failed take; the
     user regenerates (a new take, a new seed) or edits the text. CancelledError propagates and
@@ -151,8 +149,9 @@ def render_segment(
     """
     segment = project.find(segment_id)
     take, seed = segment.chosen, project.take_seed(segment)
-    job = TakeJob(segment.text, voice or project.voice.to_voice(), project.settings.sampling(seed),
-                  segment_cap(segment.text, project.tokens_per_char), cancel, on_tokens)
+    speaker = project.voice_of(segment)
+    job = TakeJob(segment.text, voice or speaker.voice.to_voice(), project.settings.sampling(seed),
+                  segment_cap(segment.text, speaker.tokens_per_char), cancel, on_tokens)
     key = project.take_key(segment)
     try:
         rendered = render(synthesizer, job)
@@ -214,7 +213,7 @@ def narrate(
     else:
         scope = [segment for _, segment in project.segments(list(chapters) if chapters is not None else None)]
     todo = [s for s in scope if project.status(s) == PENDING]
-    voice = project.voice.to_voice()
+    voices = {m.key: m.voice.to_voice() for m in project.cast.members() if any(s.voice == m.key for s in todo)}
     finished = len(scope) - len(todo)
     audio_s = sum(r.duration_s for s in scope if (r := project.record(s)) is not None)
     remaining = sum(estimate_tokens(s.text, project.tokens_per_char) for s in todo)
@@ -241,7 +240,7 @@ def narrate(
 
         try:
             record = render_segment(project, synthesizer, segment.id, render=render, cancel=cancel,
-                                    on_tokens=on_tokens, voice=voice)
+                                    on_tokens=on_tokens, voice=voices[segment.voice])
         except CancelledError:
             cancelled = True
             break
