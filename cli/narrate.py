@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from cli.common import status
+from cli.subtitles import subtitle_formats
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
 from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
 
@@ -43,6 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     narrate.add_argument("--export", choices=("wav", "flac", "mp3", "m4b"), help="export the book when all is rendered")
     narrate.add_argument("--per-chapter", action="store_true", help="export one file per chapter into the folder --out")
     narrate.add_argument("--out", type=Path, help="export destination: a file, or a folder with --per-chapter")
+    narrate.add_argument("--subtitles", help="with --export: also write timing sidecars beside each file, one cue per "
+                         "segment: any of srt,vtt,json (comma-separated)")
     narrate.set_defaults(run=_run_narrate)
 
 
@@ -85,6 +88,9 @@ def _run_narrate(args: argparse.Namespace) -> None:
         raise InputTextError("--ref and --ref-text go together: type exactly what the reference clip says.")
     if (args.export is None) != (args.out is None) or (args.per_chapter and args.export is None):
         raise SettingsError("--export FORMAT and --out PATH go together (--per-chapter needs both).")
+    if args.subtitles is not None and args.export is None:
+        raise SettingsError("--subtitles goes with --export FORMAT --out PATH.")
+    subtitles = subtitle_formats(args.subtitles)
     if args.out is not None and not (args.out if args.per_chapter else args.out.parent).is_dir():
         raise SettingsError(f"--out {args.out}: folder does not exist; create it first.")
     if args.text_file is not None:
@@ -169,7 +175,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
         from engine.book.narration import export_project
 
         status(f"Exporting {args.export}…")
-        paths = export_project(project, args.out, args.export, per_chapter=args.per_chapter)
+        paths = export_project(project, args.out, args.export, per_chapter=args.per_chapter, subtitles=subtitles)
         status(f"Wrote {len(paths)} file(s): {paths[0]}{' …' if len(paths) > 1 else ''}")
 
 

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from cli.common import status
+from cli.subtitles import subtitle_formats, write_subtitles
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
 from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
 
@@ -28,6 +29,7 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
     synth.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens (default 0 = off)")
     synth.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1.0 = off)")
+    synth.add_argument("--subtitles", help="also write timing sidecars beside --out: any of srt,vtt,json (comma-separated)")
     synth.add_argument("--play", action="store_true", help="play the speech while it is generated (default output device)")
     synth.add_argument("--candidates", type=int, default=1, help="generate N takes (1-8) in one batch and keep the one the verifiers pick (default 1)")
     synth.add_argument("--asr", default=DEFAULT_ASR, help=f"Whisper model that checks the words of each take, or 'none' (default {DEFAULT_ASR})")
@@ -62,6 +64,7 @@ def _run_synth(args: argparse.Namespace) -> None:
     if args.ref is None and args.ref_text:
         raise InputTextError("--ref-text was given without --ref.")
     check_output_path(args.out)
+    subtitles = subtitle_formats(args.subtitles)
     if not 1 <= args.candidates <= 8:
         raise SettingsError(f"--candidates must be 1 to 8, got {args.candidates}.")
     if args.candidates > 1 and args.play:
@@ -107,6 +110,7 @@ def _run_synth(args: argparse.Namespace) -> None:
         for warning in result.warnings:
             status(f"warning: {warning}")
         write_audio(args.out, result.audio)
+        write_subtitles(args.out, subtitles, text, len(result.audio))
         status(f"Wrote {args.out} ({len(result.audio) / 16000:.2f} s, {len(result.codes)} speech tokens).")
         if player:
             player.wait()
@@ -143,6 +147,7 @@ def _synth_best_of(args, synthesizer, text, voice, params, clip, progress) -> No
     for warning in best.warnings:
         status(f"warning: {warning}")
     write_audio(args.out, best.audio)
+    write_subtitles(args.out, subtitle_formats(args.subtitles), text, len(best.audio))
     takes_path = args.out.with_name(args.out.stem + ".takes.json")
     fd, tmp = tempfile.mkstemp(dir=takes_path.parent, prefix=".takes-", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -66,6 +66,7 @@ class ExportProject:
     dest: Path
     fmt: str  # "wav" | "flac" | "mp3" | "m4b"
     per_chapter: bool = False
+    subtitles: tuple[str, ...] = ()  # sidecars beside each file: "srt", "vtt", "json" (engine.book.subtitles)
 
 
 # ---- events (engine -> GUI) ----
@@ -122,6 +123,7 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
 
         project = NarrationProject.open(Path(job.folder))
         export_project(project, Path(job.dest), job.fmt, per_chapter=job.per_chapter, cancel=cancel,
+                       subtitles=job.subtitles,
                        on_progress=lambda done, total: emit(Progress(job.request_id, "export", done, total)))
         emit(Exported(job.request_id, Path(job.dest)))
     else:
