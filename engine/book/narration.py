@@ -107,6 +107,7 @@ class TakeJob:
     max_new_tokens: int  # runaway guard: at most this many speech tokens (the window may allow fewer)
     cancel: threading.Event | None = None
     on_progress: Callable[[int, int], None] | None = None  # (tokens generated, token budget)
+    voice_key: str = ""  # the cast voice (engine.book.cast) speaking it: quality mode compares with its clip
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def render_segment(
     take, seed = segment.chosen, project.take_seed(segment)
     speaker = project.voice_of(segment)
     job = TakeJob(segment.text, voice or speaker.voice.to_voice(), project.settings.sampling(seed),
-                  segment_cap(segment.text, speaker.tokens_per_char), cancel, on_tokens)
+                  segment_cap(segment.text, speaker.tokens_per_char), cancel, on_tokens, segment.voice)
     key = project.take_key(segment)
     try:
         rendered = render(synthesizer, job)
