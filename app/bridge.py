@@ -34,13 +34,15 @@ class EngineBridge(QObject):
     project_created = Signal(object)  # engine.session.ProjectCreated
     narration_progressed = Signal(object)  # engine.session.NarrationProgressed
     narrated = Signal(object)  # engine.session.Narrated
+    voice_measured = Signal(object)  # engine.book.jobs.VoiceMeasured
     _event_arrived = Signal(object)  # engine thread -> GUI thread
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         from engine import session
+        from engine.book import jobs
 
-        self._session_module = session
+        self._session_module, self._jobs = session, jobs
         self._ids = itertools.count(1)
         self._routes = {
             session.ModelsLoaded: self.models_loaded,
@@ -55,6 +57,7 @@ class EngineBridge(QObject):
             session.ProjectCreated: self.project_created,
             session.NarrationProgressed: self.narration_progressed,
             session.Narrated: self.narrated,
+            jobs.VoiceMeasured: self.voice_measured,
         }
         self._event_arrived.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
         self._session = session.EngineSession(emit=self._event_arrived.emit)
@@ -121,6 +124,19 @@ class EngineBridge(QObject):
         request_id = self._next_id()
         self._session.submit(self._session_module.ExportProject(request_id, Path(folder), Path(dest), fmt,
                                                                 per_chapter))
+        return request_id
+
+    def measure_voice(self, folder: Path, voice) -> str:
+        """A library voice's segment budget on a project's model, to add it to the cast; voice_measured or failed."""
+        request_id = self._next_id()
+        self._session.submit(self._jobs.MeasureVoice(request_id, Path(folder), voice))
+        return request_id
+
+    def regenerate_until_passes(self, folder: Path, segment_ids: tuple[str, ...], max_tries: int = 4) -> str:
+        """Quality mode on just these segments, new takes until one passes; narration_progressed, then
+        narrated, or failed (e.g. quality mode is off)."""
+        request_id = self._next_id()
+        self._session.submit(self._jobs.RegenerateUntilPasses(request_id, Path(folder), tuple(segment_ids), max_tries))
         return request_id
 
     def cancel(self) -> None:

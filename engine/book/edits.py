@@ -181,6 +181,22 @@ class ProjectEdits:
         self.save()
         return [s.id for i in indices for s in self.chapters[i].segments if before.get(s.id) != self.take_key(s)]
 
+    def changes_with(self, settings: NarrationSettings) -> list[tuple[str, str, str]]:
+        """What update_settings(settings) would re-render, without changing anything: (segment id, its
+        text now, its text then) for each segment whose chosen take would change (new segments: "" now).
+        InputTextError when the settings cannot plan the book (e.g. a broken rule)."""
+        kept_settings, kept_chapters = self.settings, list(self.chapters)
+        everything = list(range(len(self.chapters)))
+        before = {s.id: (self.take_key(s), s.text) for _, s in self.segments(everything)}
+        try:
+            self.settings = settings
+            if settings.plan_fields() != kept_settings.plan_fields():
+                self.chapters = [self.planned(i) for i in everything]
+            return [(s.id, before.get(s.id, ("", ""))[1], s.text) for _, s in self.segments(everything)
+                    if before.get(s.id, ("", ""))[0] != self.take_key(s)]
+        finally:
+            self.settings, self.chapters = kept_settings, kept_chapters
+
     def set_chapter_voice(self, index: int, key: str) -> list[str]:
         """The voice of a chapter's unmarked text; re-plans it (see replan)."""
         self.cast.get(key)

@@ -81,11 +81,29 @@ class RegenerateUntilPasses:
     max_tries: int = 4
 
 
+@dataclass(frozen=True)
+class MeasureVoice:
+    """Measure a library voice's segment budget on the project's model (engine.book.narration.segment_budget),
+    so the GUI can add it to the project's cast; answered by VoiceMeasured."""
+
+    request_id: str
+    folder: Path  # the project (its settings choose the model)
+    voice: SavedVoice
+
+
 # ---- events (engine -> GUI) ----
 @dataclass(frozen=True)
 class ProjectCreated:
     request_id: str
     folder: Path
+
+
+@dataclass(frozen=True)
+class VoiceMeasured:
+    request_id: str
+    voice: SavedVoice
+    max_tokens: int  # speech tokens per segment for this voice
+    tokens_per_char: float  # its speaking rate
 
 
 @dataclass(frozen=True)
@@ -102,7 +120,7 @@ class Narrated:
     result: NarrationResult  # result.cancelled: stopped by EngineSession.cancel (finished takes kept)
 
 
-PROJECT_JOBS = (CreateProject, Narrate, ExportProject, RegenerateUntilPasses)
+PROJECT_JOBS = (CreateProject, Narrate, ExportProject, RegenerateUntilPasses, MeasureVoice)
 ModelsFor = Callable[[NarrationSettings, str], "Synthesizer"]
 RendererFor = Callable[[NarrationProject], "SegmentRenderer | None"]  # e.g. engine.book.quality.VerifierModels.renderer
 
@@ -138,6 +156,11 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
                        subtitles=job.subtitles,
                        on_progress=lambda done, total: emit(Progress(job.request_id, "export", done, total)))
         emit(Exported(job.request_id, Path(job.dest)))
+    elif isinstance(job, MeasureVoice):
+        from engine.book.narration import segment_budget
+
+        synth = models_for(NarrationProject.open(Path(job.folder)).settings, job.request_id)
+        emit(VoiceMeasured(job.request_id, job.voice, *segment_budget(synth, job.voice.codes, job.voice.transcript)))
     elif isinstance(job, RegenerateUntilPasses):
         _regenerate(job, models_for, emit, cancel, renderer_for)
     else:

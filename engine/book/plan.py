@@ -6,8 +6,8 @@ segment is spoken by one voice; the planner never puts two voices in one segment
 
 Re-planning (after a pronunciation or pause change) plans the source again and aligns the new
 segments with the old ones by their planned text: a segment whose text and voice did not change
-keeps its id, its takes and the user's settings (pauses, voice, lock), so the take keys decide
-what is rendered again. No torch, no project folder here.
+keeps its takes and the user's settings (pauses, voice, lock), so the take keys decide what is
+rendered again. No torch, no project folder here.
 """
 from __future__ import annotations
 
@@ -183,24 +183,21 @@ def plan_chapter(title: str, index: int, source: str, settings: NarrationSetting
 def carry_over(old: tuple[Segment, ...], new: tuple[Segment, ...], id_prefix: str = "") -> tuple[Segment, ...]:
     """The new plan of a chapter with what the user made of the old one.
 
-    New and old segments are aligned by planned text (difflib). A matched segment keeps its id;
-    if its voice is the same it keeps its takes and chosen take; the user's hand-set fields
-    (Segment.user: text, voice, pauses) and a lock are kept on it. A segment whose text changed
-    (same place, one for one) keeps the user's voice and pauses but starts again at take 0; a
-    locked one keeps its text and take. Other new segments get fresh ids ("{id_prefix}{n}").
+    New and old segments are aligned by planned text (difflib). A matched segment keeps its takes
+    and chosen take when its text and voice are the same, and the user's hand-set fields
+    (Segment.user: text, voice, pauses) and a lock. A segment whose text changed (same place, one for
+    one) keeps the user's voice and pauses but starts again at take 0; a locked one keeps its text
+    and take. Ids are numbered again in reading order ("{id_prefix}{n}"): takes are found by their
+    keys, not by id, so an unchanged plan keeps every id.
     """
-    used = {s.id for s in old}
-    fresh = (f"{id_prefix}{n}" for n in range(1, 10**9) if f"{id_prefix}{n}" not in used)
     matcher = difflib.SequenceMatcher(None, [s.planned or s.text for s in old], [s.text for s in new], autojunk=False)
     result: list[Segment] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        pairs = list(zip(old[i1:i2], new[j1:j2])) if tag == "equal" or i2 - i1 == j2 - j1 else []
-        if not pairs:
-            result.extend(replace(s, id=next(fresh)) for s in new[j1:j2])
-            continue
-        for before, planned in pairs:
-            result.append(_merge_segment(before, planned, same_text=tag == "equal"))
-    return tuple(result)
+        if tag == "equal" or i2 - i1 == j2 - j1:
+            result += [_merge_segment(b, p, same_text=tag == "equal") for b, p in zip(old[i1:i2], new[j1:j2])]
+        else:
+            result += new[j1:j2]
+    return tuple(replace(s, id=f"{id_prefix}{n}") for n, s in enumerate(result, 1))
 
 
 def _merge_segment(before: Segment, planned: Segment, *, same_text: bool) -> Segment:
