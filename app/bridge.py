@@ -35,13 +35,15 @@ class EngineBridge(QObject):
     narration_progressed = Signal(object)  # engine.session.NarrationProgressed
     narrated = Signal(object)  # engine.session.Narrated
     speed_measured = Signal(object)  # engine.session.SpeedMeasured
+    voice_measured = Signal(object)  # engine.book.jobs.VoiceMeasured
     _event_arrived = Signal(object)  # engine thread -> GUI thread
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         from engine import session
+        from engine.book import jobs
 
-        self._session_module = session
+        self._session_module, self._jobs = session, jobs
         self._ids = itertools.count(1)
         self._routes = {
             session.ModelsLoaded: self.models_loaded,
@@ -57,6 +59,7 @@ class EngineBridge(QObject):
             session.NarrationProgressed: self.narration_progressed,
             session.Narrated: self.narrated,
             session.SpeedMeasured: self.speed_measured,
+            jobs.VoiceMeasured: self.voice_measured,
         }
         self._event_arrived.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
         self._session = session.EngineSession(emit=self._event_arrived.emit)
@@ -131,6 +134,19 @@ class EngineBridge(QObject):
         """Time the loaded models (Help ▸ Speed test…); answered by speed_measured or failed."""
         request_id = self._next_id()
         self._session.submit(self._session_module.MeasureSpeed(request_id))
+        return request_id
+
+    def measure_voice(self, folder: Path, voice) -> str:
+        """A library voice's segment budget on a project's model, to add it to the cast; voice_measured or failed."""
+        request_id = self._next_id()
+        self._session.submit(self._jobs.MeasureVoice(request_id, Path(folder), voice))
+        return request_id
+
+    def regenerate_until_passes(self, folder: Path, segment_ids: tuple[str, ...], max_tries: int = 4) -> str:
+        """Quality mode on just these segments, new takes until one passes; narration_progressed, then
+        narrated, or failed (e.g. quality mode is off)."""
+        request_id = self._next_id()
+        self._session.submit(self._jobs.RegenerateUntilPasses(request_id, Path(folder), tuple(segment_ids), max_tries))
         return request_id
 
     def cancel(self, request_id: str | None) -> None:

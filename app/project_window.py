@@ -32,9 +32,9 @@ class ProjectWindow(QMainWindow):
     closed = Signal(object)  # this window, when it closes
 
     def __init__(self, bridge, project: NarrationProject, output_device: int | None = None,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, library=None) -> None:
         super().__init__(parent, Qt.WindowType.Window)
-        self.bridge, self.project = bridge, project
+        self.bridge, self.project, self.library = bridge, project, library
         self._run_id: str | None = None  # the narrate run in progress
         self._export_id: str | None = None
         self._rendering: str | None = None  # the segment being rendered
@@ -88,6 +88,7 @@ class ProjectWindow(QMainWindow):
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(self.segment_table, 1)
         right_layout.addWidget(segment_box)
+        right_layout.addWidget(self._build_production())
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.chapter_list)
         splitter.addWidget(right)
@@ -99,6 +100,12 @@ class ProjectWindow(QMainWindow):
         layout.addLayout(row(self.narrate_button, self.stop_button, self.export_button, (self.progress_bar, 1)))
         layout.addWidget(self.progress_label)
         self.setCentralWidget(central)
+
+    def _build_production(self) -> QWidget:
+        """Tabs for the cast, the selected segments' controls and the pronunciation rules (issue #17)."""
+        from app.production_tabs import production_tabs
+
+        return production_tabs(self)
 
     def _bridge_slots(self):
         b = self.bridge
@@ -169,6 +176,8 @@ class ProjectWindow(QMainWindow):
         self.narrate_button.setEnabled(idle and any(True for _ in self.project.segments()))
         self.stop_button.setEnabled(not idle)
         self.export_button.setEnabled(idle and self._export_id is None)
+        if hasattr(self, "production"):  # the production tabs edit the project: not while the engine renders
+            self.production.setEnabled(idle)
 
     def _refresh_segment(self, segment: Segment, rendering: bool = False) -> None:
         self.segment_table.update_segment(self.project, segment, rendering)
@@ -266,6 +275,15 @@ class ProjectWindow(QMainWindow):
         self._run_id = self.bridge.narrate(self.project.folder, segment_ids=segment_ids)
         self.statusBar().showMessage("Narrating…")
         self.refresh()
+
+    @Slot(object)
+    def start_until_pass(self, segment_ids: tuple[str, ...]) -> None:
+        """Quality mode on just these segments (new takes until one passes), tracked like a narrate run."""
+        if not self.is_running():
+            self._eta = None
+            self._run_id = self.bridge.regenerate_until_passes(self.project.folder, tuple(segment_ids))
+            self.statusBar().showMessage("Regenerating until the takes pass…")
+            self.refresh()
 
     @Slot()
     def stop(self) -> None:
@@ -390,7 +408,8 @@ class ProjectWindows(QObject):
             except EngineError as error:
                 self._main.show_error(str(error))
                 return None
-            window = ProjectWindow(self._main.bridge, project, self._main.settings.output_device)
+            window = ProjectWindow(self._main.bridge, project, self._main.settings.output_device,
+                                   library=getattr(self._main, "library", None))
             window.closed.connect(lambda w: w in self.windows and self.windows.remove(w))
             self.windows.append(window)
         window.show()

@@ -22,7 +22,7 @@ STATUS_TIP = {
 }
 _ICONS = {DONE: QStyle.StandardPixmap.SP_DialogApplyButton, NEEDS_CHECK: QStyle.StandardPixmap.SP_MessageBoxWarning,
           FAILED: QStyle.StandardPixmap.SP_MessageBoxCritical, RENDERING: QStyle.StandardPixmap.SP_BrowserReload}
-COLUMNS = ("#", "Status", "Text", "Duration", "Take", "Errors")
+COLUMNS = ("#", "Status", "Text", "Duration", "Take", "Errors", "Voice")
 _ID_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -34,7 +34,7 @@ def score_tip(record: TakeRecord, text: str) -> str:
 
 
 class SegmentTable(QTableWidget):
-    """Rows = the segments of the chapter shown; single selection."""
+    """Rows = the segments of the chapter shown; several may be selected (Ctrl/Shift)."""
 
     segment_selected = Signal(object)  # the selected segment's id, or None
 
@@ -44,7 +44,7 @@ class SegmentTable(QTableWidget):
         self.setAccessibleName("Segments")
         self.setToolTip("The chapter's segments: select one to play, edit, regenerate or choose its take")
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setWordWrap(False)
         self.verticalHeader().hide()
@@ -81,7 +81,8 @@ class SegmentTable(QTableWidget):
         status = RENDERING if rendering else (record.status if record else PENDING)
         duration = f"{record.duration_s:.1f} s" if record and record.finish_reason != "failed" else ""
         cells = (segment.id.split(".")[-1], STATUS_TEXT[status], segment.text, duration,
-                 f"{segment.chosen + 1}/{segment.takes}", error_label(record.scores, segment.text) if record else "")
+                 f"{segment.chosen + 1}/{segment.takes}", error_label(record.scores, segment.text) if record else "",
+                 project.voice_of(segment).name + (" · kept" if segment.locked else ""))
         for column, text in enumerate(cells):
             item = QTableWidgetItem(text)
             item.setData(_ID_ROLE, segment.id)
@@ -97,8 +98,14 @@ class SegmentTable(QTableWidget):
             self.setItem(row, column, item)
 
     def selected_id(self) -> str | None:
-        rows = self.selectionModel().selectedRows() if self.selectionModel() else []
-        return self._ids[rows[0].row()] if rows and rows[0].row() < len(self._ids) else None
+        """The selected segment (the first, in reading order, when several are)."""
+        ids = self.selected_ids()
+        return ids[0] if ids else None
+
+    def selected_ids(self) -> list[str]:
+        """The selected segments in reading order."""
+        rows = sorted(r.row() for r in (self.selectionModel().selectedRows() if self.selectionModel() else []))
+        return [self._ids[r] for r in rows if r < len(self._ids)]
 
     @Slot(str)
     def select_segment(self, segment_id: str) -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from cli.common import status
+from cli.subtitles import subtitle_formats
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
 from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
 
@@ -18,6 +19,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     voice.add_argument("--voice", type=Path, help="the narrator: a .llasavoice file (with --text-file)")
     voice.add_argument("--ref", type=Path, help="the narrator: a reference clip (with --text-file and --ref-text)")
     narrate.add_argument("--ref-text", help="exactly what the reference clip says")
+    narrate.add_argument("--cast", action="append", default=[], metavar="NAME=FILE.llasavoice",
+                         help="another voice of the cast (with --text-file; repeatable): the book's [voice: NAME] … "
+                         "[/voice] passages are read by it")
+    narrate.add_argument("--dialogue-voice", metavar="NAME", help="the cast voice that reads quoted speech "
+                         "(with --text-file; default: the narrator)")
     narrate.add_argument("--chapters", help="chapters to narrate and export, e.g. 1,3-5 (default all; remembered)")
     narrate.add_argument("--lm", help=f"Llasa LM: Hugging Face id or local folder (default {DEFAULT_LM})")
     narrate.add_argument("--codec", help=f"X-Codec2: Hugging Face id or local folder (default {DEFAULT_CODEC})")
@@ -38,6 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     narrate.add_argument("--export", choices=("wav", "flac", "mp3", "m4b"), help="export the book when all is rendered")
     narrate.add_argument("--per-chapter", action="store_true", help="export one file per chapter into the folder --out")
     narrate.add_argument("--out", type=Path, help="export destination: a file, or a folder with --per-chapter")
+    narrate.add_argument("--subtitles", help="with --export: also write timing sidecars beside each file, one cue per "
+                         "segment: any of srt,vtt,json (comma-separated)")
     narrate.set_defaults(run=_run_narrate)
 
 
@@ -88,10 +96,16 @@ def _run_narrate(args: argparse.Namespace) -> None:
         raise InputTextError("--voice/--ref only apply when creating a project: add --text-file BOOK.")
     if args.text_file is not None and not (args.voice or args.ref):
         raise InputTextError("--text-file needs a narrator: --voice FILE.llasavoice or --ref CLIP --ref-text TEXT.")
+    if args.text_file is None and (args.cast or args.dialogue_voice):
+        raise InputTextError("--cast/--dialogue-voice only apply when creating a project: add --text-file BOOK.")
+    cast_files = _parse_cast(args.cast)
     if bool(args.ref) != bool((args.ref_text or "").strip()):
         raise InputTextError("--ref and --ref-text go together: type exactly what the reference clip says.")
     if (args.export is None) != (args.out is None) or (args.per_chapter and args.export is None):
         raise SettingsError("--export FORMAT and --out PATH go together (--per-chapter needs both).")
+    if args.subtitles is not None and args.export is None:
+        raise SettingsError("--subtitles goes with --export FORMAT --out PATH.")
+    subtitles = subtitle_formats(args.subtitles)
     if args.out is not None and not (args.out if args.per_chapter else args.out.parent).is_dir():
         raise SettingsError(f"--out {args.out}: folder does not exist; create it first.")
     if args.text_file is not None:
@@ -99,7 +113,9 @@ def _run_narrate(args: argparse.Namespace) -> None:
         narrator = args.voice or args.ref
         if not narrator.is_file():
             raise InputTextError(f"{narrator} does not exist or is not a file.")
-        sources = [args.text_file.read_bytes(), narrator.read_bytes(), (args.ref_text or "").encode()]
+        sources = [args.text_file.read_bytes(), narrator.read_bytes(), (args.ref_text or "").encode(),
+                   *(name.encode() + b"=" + path.read_bytes() for name, path in cast_files),
+                   (args.dialogue_voice or "").encode()]
         fingerprint = hashlib.sha256(b"\0".join(sources)).hexdigest()
     given = {name: getattr(args, name) for name in _NARRATE_SETTINGS if getattr(args, name) is not None}
     given = {k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in given.items()}
@@ -110,7 +126,8 @@ def _run_narrate(args: argparse.Namespace) -> None:
         given = _quality_defaults(given)
         chapters = parse_chapter_spec(args.chapters, len(book.chapters)) if args.chapters else None
         settings = NarrationSettings(**{fields.get(k, k): v for k, v in given.items()} | (
-            {} if args.seed is not None else {"base_seed": secrets.randbelow(2**31)}))
+            {} if args.seed is not None else {"base_seed": secrets.randbelow(2**31)}),
+            dialogue_voice=args.dialogue_voice)
     else:
         project = NarrationProject.open(args.project)
         for notice in project.notices:
@@ -129,6 +146,10 @@ def _run_narrate(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="llasa-voice-") as scratch:
         clip, library = None, VoiceLibrary(Path(scratch))  # the narrator, checked before the models load
         saved = library.import_file(args.voice) if creating and args.voice else None
+        cast_library = VoiceLibrary(Path(scratch) / "cast")
+        cast = [cast_library.rename(cast_library.import_file(path).id, name) for name, path in cast_files] if creating else []
+        if creating:
+            _check_cast_markup(book, cast, settings)
         if creating and args.ref:
             from engine.audio.clip import load_reference
 
@@ -146,7 +167,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
             if clip is not None:
                 voice = synthesizer.encode_reference(clip, args.ref_text)
                 saved = library.add("Narrator", clip.samples, voice.transcript, voice.codes, settings.codec)
-            project = _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint)
+            project = _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint, cast)
         elif chapters is not None:
             project.select_chapters(chapters)
     render = None
@@ -174,19 +195,54 @@ def _run_narrate(args: argparse.Namespace) -> None:
         from engine.book.narration import export_project
 
         status(f"Exporting {args.export}…")
-        paths = export_project(project, args.out, args.export, per_chapter=args.per_chapter)
+        paths = export_project(project, args.out, args.export, per_chapter=args.per_chapter, subtitles=subtitles)
         status(f"Wrote {len(paths)} file(s): {paths[0]}{' …' if len(paths) > 1 else ''}")
 
 
-def _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint):
-    """Measure the narrator's segment budget on the model, plan the book, write the project."""
+def _parse_cast(specs: list[str]) -> list[tuple[str, Path]]:
+    """--cast NAME=FILE values as (name, path); InputTextError for a malformed one or a missing file."""
+    from engine.errors import InputTextError
+
+    cast = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InputTextError(f"--cast {spec!r}: write NAME=FILE.llasavoice, e.g. --cast Alice=alice.llasavoice.")
+        if not Path(path).is_file():
+            raise InputTextError(f"--cast {spec!r}: {path} does not exist or is not a file.")
+        if name.strip().casefold() in {n.casefold() for n, _ in cast} | {"narrator"}:
+            raise InputTextError(f"--cast {spec!r}: the name {name.strip()!r} is taken; give each voice its own name.")
+        cast.append((name.strip(), Path(path)))
+    return cast
+
+
+def _check_cast_markup(book, cast, settings) -> None:
+    """Bad voice markup or cast names fail before the models load (planned with a dummy budget)."""
+    from engine.book.cast import check_name
+    from engine.book.plan import NARRATOR_NAME, plan_chapter
+    from engine.errors import SettingsError
+
+    names = {NARRATOR_NAME: NARRATOR_NAME}
+    for voice in cast:
+        names[check_name(voice.name, list(names))] = voice.name
+    if settings.dialogue_voice is not None and settings.dialogue_voice.casefold() not in {n.casefold() for n in names}:
+        raise SettingsError(f"--dialogue-voice {settings.dialogue_voice}: not in the cast (valid: {', '.join(names)}).")
+    for index, chapter in enumerate(book.chapters):
+        plan_chapter(chapter.title, index, chapter.text, settings, 10**6, 1.0, names=names)
+
+
+def _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint, cast=()):
+    """Measure each voice's segment budget on the model, plan the book, write the project."""
     from engine.book.narration import create_project, segment_budget
 
     max_tokens, rate = segment_budget(synthesizer, saved.codes, saved.transcript)
+    members = [(voice, *segment_budget(synthesizer, voice.codes, voice.transcript)) for voice in cast]
     project = create_project(args.project, book, saved, settings, max_tokens=max_tokens, tokens_per_char=rate,
-                             chapters=chapters, fingerprint=fingerprint)
+                             chapters=chapters, fingerprint=fingerprint, cast=members)
     segments = sum(len(c.segments) for c in project.chapters)
-    status(f"Created project {args.project}: {project.title!r}, {len(project.chapters)} chapter(s), {segments} segments.")
+    voices = f", voices: {', '.join(project.cast.names())}" if cast else ""
+    status(f"Created project {args.project}: {project.title!r}, {len(project.chapters)} chapter(s), "
+           f"{segments} segments{voices}.")
     return project
 
 

@@ -88,7 +88,8 @@ def test_old_project_json_and_take_json_still_open(tmp_path, speech_clip_16k):
     segment = project.chapters[0].segments[0]
     # The key an older version computed: the same identity with the old audio fields.
     old_fields = {k: meta["settings"][k] for k in OLD_AUDIO_KEYS}
-    identity = {"text": segment.text, "voice": project._voice_hash, "settings": old_fields,
+    voice_hash = hashlib.sha256(json.dumps([list(voice.codes), voice.transcript]).encode()).hexdigest()
+    identity = {"text": segment.text, "voice": voice_hash, "settings": old_fields,
                 "seed": project.take_seed(segment), "take": 0}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     sf.write(project.folder / "takes" / f"{key}.flac", np.zeros(3200, np.float32), 16000)

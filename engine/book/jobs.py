@@ -66,6 +66,29 @@ class ExportProject:
     dest: Path
     fmt: str  # "wav" | "flac" | "mp3" | "m4b"
     per_chapter: bool = False
+    subtitles: tuple[str, ...] = ()  # sidecars beside each file: "srt", "vtt", "json" (engine.book.subtitles)
+
+
+@dataclass(frozen=True)
+class RegenerateUntilPasses:
+    """Quality mode on just these segments (engine.book.quality.regenerate_until_passes): new takes until
+    one passes, at most `max_tries` each. Needs the project's quality mode (a verifier and 2+ candidates).
+    NarrationProgressed after each segment, then Narrated."""
+
+    request_id: str
+    folder: Path
+    segment_ids: tuple[str, ...]
+    max_tries: int = 4
+
+
+@dataclass(frozen=True)
+class MeasureVoice:
+    """Measure a library voice's segment budget on the project's model (engine.book.narration.segment_budget),
+    so the GUI can add it to the project's cast; answered by VoiceMeasured."""
+
+    request_id: str
+    folder: Path  # the project (its settings choose the model)
+    voice: SavedVoice
 
 
 # ---- events (engine -> GUI) ----
@@ -73,6 +96,14 @@ class ExportProject:
 class ProjectCreated:
     request_id: str
     folder: Path
+
+
+@dataclass(frozen=True)
+class VoiceMeasured:
+    request_id: str
+    voice: SavedVoice
+    max_tokens: int  # speech tokens per segment for this voice
+    tokens_per_char: float  # its speaking rate
 
 
 @dataclass(frozen=True)
@@ -89,7 +120,7 @@ class Narrated:
     result: NarrationResult  # result.cancelled: stopped by EngineSession.cancel (finished takes kept)
 
 
-PROJECT_JOBS = (CreateProject, Narrate, ExportProject)
+PROJECT_JOBS = (CreateProject, Narrate, ExportProject, RegenerateUntilPasses, MeasureVoice)
 ModelsFor = Callable[[NarrationSettings, str], "Synthesizer"]
 RendererFor = Callable[[NarrationProject], "SegmentRenderer | None"]  # e.g. engine.book.quality.VerifierModels.renderer
 
@@ -122,10 +153,48 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
 
         project = NarrationProject.open(Path(job.folder))
         export_project(project, Path(job.dest), job.fmt, per_chapter=job.per_chapter, cancel=cancel,
+                       subtitles=job.subtitles,
                        on_progress=lambda done, total: emit(Progress(job.request_id, "export", done, total)))
         emit(Exported(job.request_id, Path(job.dest)))
+    elif isinstance(job, MeasureVoice):
+        from engine.book.narration import segment_budget
+
+        synth = models_for(NarrationProject.open(Path(job.folder)).settings, job.request_id)
+        emit(VoiceMeasured(job.request_id, job.voice, *segment_budget(synth, job.voice.codes, job.voice.transcript)))
+    elif isinstance(job, RegenerateUntilPasses):
+        _regenerate(job, models_for, emit, cancel, renderer_for)
     else:
         raise TypeError(f"not a project job: {job!r}")
+
+
+def _regenerate(job: RegenerateUntilPasses, models_for: ModelsFor, emit: Callable[[object], None],
+                cancel: threading.Event, renderer_for: RendererFor | None) -> None:
+    from engine.book.narration import NarrationResult
+    from engine.book.project import DONE, FAILED, NEEDS_CHECK
+    from engine.book.quality import regenerate_until_passes
+    from engine.errors import CancelledError, SettingsError
+
+    project = NarrationProject.open(Path(job.folder))
+    render = renderer_for(project) if renderer_for is not None else None
+    if render is None:
+        raise SettingsError("\"Regenerate until it passes\" uses quality mode: turn it on (2+ takes per segment and "
+                            "a Whisper model) in the project settings.")
+    synth = models_for(project.settings, job.request_id)
+    audio_s, cancelled, rendered = 0.0, False, 0
+    for done, segment_id in enumerate(job.segment_ids):
+        try:
+            record, tries = regenerate_until_passes(project, synth, segment_id, render, max_tries=job.max_tries,
+                                                    cancel=cancel)
+        except CancelledError:
+            cancelled = True
+            break
+        rendered += tries
+        audio_s += record.duration_s if record else 0.0
+        emit(NarrationProgressed(job.request_id, NarrationProgress(done + 1, len(job.segment_ids), audio_s, None,
+                                                                   segment_id, project.status(project.find(segment_id)))))
+    statuses = [project.status(project.find(i)) for i in job.segment_ids]
+    emit(Narrated(job.request_id, NarrationResult(rendered, len(statuses), statuses.count(DONE), statuses.count(NEEDS_CHECK),
+                                                  statuses.count(FAILED), audio_s, cancelled)))
 
 
 def _throttled(send: Callable[[NarrationProgress], None]) -> Callable[[NarrationProgress], None]:

@@ -23,11 +23,12 @@ from engine.audio.clip import SAMPLE_RATE
 from engine.book.importer import Book
 from engine.config import SamplingParams
 from engine.errors import CancelledError, EngineError, NoSpeechError, ProjectError
+from engine.book.plan import plan_chapter, plan_segments
 from engine.book.project import (
     DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Segment, TakeRecord,
 )
 from engine.text.pipeline import estimate_tokens
-from engine.text.plan import plan_text, segment_cap
+from engine.text.plan import segment_cap
 from engine.voices import SavedVoice
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DONE", "FAILED", "NEEDS_CHECK", "PENDING", "NarrationProgress", "NarrationResult", "RenderedTake",
-    "SegmentRenderer", "TakeJob", "create_project", "export_project", "narrate", "plan_segments",
+    "SegmentRenderer", "TakeJob", "chapter_audio", "create_project", "export_project", "narrate", "plan_segments",
     "parse_chapter_spec", "render_segment", "segment_budget", "segment_cap", "synthesize_take",
 ]
 
@@ -50,37 +51,42 @@ def segment_budget(synthesizer: "Synthesizer", codes: Sequence[int], transcript:
     return voice_budget(synthesizer, Voice(tuple(codes), transcript) if codes else None)
 
 
-def plan_segments(
-    source: str, settings: NarrationSettings, max_tokens: int, tokens_per_char: float, *, id_prefix: str = ""
-) -> tuple[Segment, ...]:
-    """A chapter's text as segments (engine.text.plan.plan_text, the render path's own planning).
-
-    The last segment is followed by at least the chapter pause (the gap to the next chapter in a
-    whole-book export). Segment ids are f"{id_prefix}{n}" with n counting from 1.
-    """
-    planned = plan_text(source, settings.text_options(), max_tokens=max_tokens, tokens_per_char=tokens_per_char)
-    segments = [Segment(f"{id_prefix}{i + 1}", p.text, p.pause_after) for i, p in enumerate(planned)]
-    if segments:
-        segments[-1] = replace(segments[-1], pause_after=max(segments[-1].pause_after, settings.chapter_pause))
-    return tuple(segments)
-
-
 def create_project(
     folder: Path, book: Book, voice: SavedVoice, settings: NarrationSettings, *, max_tokens: int,
     tokens_per_char: float, chapters: Sequence[int] | None = None, fingerprint: str = "",
+    cast: Sequence[tuple[SavedVoice, int, float]] = (),
 ) -> NarrationProject:
     """Plan `book` and write a new project folder (see NarrationProject.create); `chapters` (0-based)
-    are the selected ones, default all. `max_tokens` and `tokens_per_char` come from segment_budget."""
+    are the selected ones, default all. `max_tokens` and `tokens_per_char` come from segment_budget,
+    for the narrator `voice` and for each other voice of the `cast` ((voice, max tokens, tokens per char);
+    [voice: Name] markup names them by their library names; settings.dialogue_voice names one of them
+    here, the project stores its key). InputTextError (line, column, valid names) for bad markup or
+    cast names, before anything is written."""
+    from engine.book.cast import check_name
+    from engine.book.plan import NARRATOR_NAME
+    from engine.text.cast_markup import resolve_voice
+
+    names = {NARRATOR_NAME: NARRATOR_NAME}
+    for saved, _, _ in cast:
+        names[check_name(saved.name, list(names))] = saved.name
+    budgets = {v.name: (m, r) for v, m, r in cast}
+    if settings.dialogue_voice is not None:
+        try:
+            resolve_voice(settings.dialogue_voice, names)
+        except KeyError:
+            from engine.errors import SettingsError
+
+            raise SettingsError(f"The dialogue voice {settings.dialogue_voice!r} is not in the cast "
+                                f"(valid: {', '.join(names)}).") from None
+    for i, c in enumerate(book.chapters):  # the markup is checked on the whole book first: nothing is written on error
+        plan_chapter(c.title, i, c.text, settings, max_tokens, tokens_per_char, names=names, budgets=budgets)
     selected = set(range(len(book.chapters)) if chapters is None else chapters)
-    planned = [
-        ProjectChapter(c.title, c.text, plan_segments(c.text, settings, max_tokens, tokens_per_char,
-                                                       id_prefix=f"{i + 1}."), i in selected)
-        for i, c in enumerate(book.chapters)
-    ]
+    unplanned = [ProjectChapter(c.title, c.text, (), i in selected) for i, c in enumerate(book.chapters)]
     cover = (book.cover, book.cover_suffix) if book.cover else None
     return NarrationProject.create(
-        folder, title=book.title, author=book.author, chapters=planned, voice=voice, settings=settings,
+        folder, title=book.title, author=book.author, chapters=unplanned, voice=voice, settings=settings,
         max_tokens=max_tokens, tokens_per_char=tokens_per_char, cover=cover, fingerprint=fingerprint,
+        cast=cast, plan=True,
     )
 
 
@@ -96,6 +102,7 @@ class TakeJob:
     max_new_tokens: int  # runaway guard: at most this many speech tokens (the window may allow fewer)
     cancel: threading.Event | None = None
     on_progress: Callable[[int, int], None] | None = None  # (tokens generated, token budget)
+    voice_key: str = ""  # the cast voice (engine.book.cast) speaking it: quality mode compares with its clip
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,8 @@ def render_segment(
     render: SegmentRenderer = synthesize_take, cancel: threading.Event | None = None,
     on_tokens: Callable[[int, int], None] | None = None, voice: "Voice | None" = None,
 ) -> TakeRecord:
-    """Render the chosen take of one segment and store it; returns its record (also for a failure).
+    """Render the chosen take of one segment in its cast voice (`voice`: that voice, already converted)
+    and store it; returns its record (also for a failure).
 
     A user-fixable failure (EngineError, e.g. no speech produced) is stored as a failed take; the
     user regenerates (a new take, a new seed) or edits the text. CancelledError propagates and
@@ -148,8 +156,9 @@ def render_segment(
     """
     segment = project.find(segment_id)
     take, seed = segment.chosen, project.take_seed(segment)
-    job = TakeJob(segment.text, voice or project.voice.to_voice(), project.settings.sampling(seed),
-                  segment_cap(segment.text, project.tokens_per_char), cancel, on_tokens)
+    speaker = project.voice_of(segment)
+    job = TakeJob(segment.text, voice or speaker.voice.to_voice(), project.settings.sampling(seed),
+                  segment_cap(segment.text, speaker.tokens_per_char), cancel, on_tokens, segment.voice)
     key = project.take_key(segment)
     try:
         rendered = render(synthesizer, job)
@@ -211,7 +220,7 @@ def narrate(
     else:
         scope = [segment for _, segment in project.segments(list(chapters) if chapters is not None else None)]
     todo = [s for s in scope if project.status(s) == PENDING]
-    voice = project.voice.to_voice()
+    voices = {m.key: m.voice.to_voice() for m in project.cast.members() if any(s.voice == m.key for s in todo)}
     finished = len(scope) - len(todo)
     audio_s = sum(r.duration_s for s in scope if (r := project.record(s)) is not None)
     remaining = sum(estimate_tokens(s.text, project.tokens_per_char) for s in todo)
@@ -238,7 +247,7 @@ def narrate(
 
         try:
             record = render_segment(project, synthesizer, segment.id, render=render, cancel=cancel,
-                                    on_tokens=on_tokens, voice=voice)
+                                    on_tokens=on_tokens, voice=voices[segment.voice])
         except CancelledError:
             cancelled = True
             break
@@ -261,19 +270,35 @@ def _find(project: NarrationProject, segment_id: str) -> Segment:
 
 # ---------------------------------------------------------------- export
 
+def chapter_audio(project: NarrationProject, index: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Chapter `index`'s chosen takes joined with their pauses (before and after each segment):
+    float32 [n] at 16 kHz and where each segment's take landed ([start, end) samples)."""
+    from engine.speech.assemble import join_segments_timed
+
+    segments = project.chapters[index].segments
+    takes = [project.load_take(s) for s in segments]
+    gaps = [s.pause_after + (segments[i + 1].pause_before if i + 1 < len(segments) else 0.0)
+            for i, s in enumerate(segments)]
+    return join_segments_timed(takes, gaps, lead_s=segments[0].pause_before if segments else 0.0)
+
+
 def export_project(
     project: NarrationProject, dest: Path, fmt: str, *, per_chapter: bool = False,
     chapters: Sequence[int] | None = None, target_lufs: float = -18.0, narrator: str = "",
     on_progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
+    subtitles: Sequence[str] = (),
 ) -> list[Path]:
     """Export the chosen takes of `chapters` (default the selected ones) as one book file at `dest`,
-    or with `per_chapter` one file per chapter in the folder `dest`. Returns the files written.
+    or with `per_chapter` one file per chapter in the folder `dest`. `subtitles` ("srt", "vtt", "json")
+    also writes those sidecars beside each file, one cue per segment, times from the assembly
+    (engine.book.subtitles). Returns the files written: the audio, then the sidecars.
 
     ProjectError when a segment is still pending or failed. Needs-check takes are exported as they are.
     """
-    from engine.speech.assemble import join_segments
     from engine.book.export import BookMetadata, ChapterAudio, export_book, export_chapters
+    from engine.book.subtitles import ChapterMark, check_formats, tile_cues, write_sidecars
 
+    formats = check_formats(subtitles)
     indices = list(chapters) if chapters is not None else [i for i, c in enumerate(project.chapters) if c.selected]
     if not indices:
         raise ProjectError("No chapters are selected to export; select at least one.")
@@ -289,18 +314,46 @@ def export_project(
             f"{len(missing)} segment(s) are not rendered yet or failed (first: {missing[0]}); "
             "narrate the project first and regenerate or edit failed segments."
         )
+    timings: dict[int, tuple[int, list[tuple[int, int]]]] = {}  # chapter -> (samples, spans), from the export's own join
 
     def loader(index: int) -> Callable[[], np.ndarray]:
-        segments = project.chapters[index].segments
-        return lambda: join_segments([project.load_take(s) for s in segments], [s.pause_after for s in segments])
+        def load() -> np.ndarray:
+            wave, spans = chapter_audio(project, index)
+            timings[index] = (len(wave), spans)
+            return wave
+        return load
 
     book = [ChapterAudio(project.chapters[i].title, loader(i)) for i in indices]
     metadata = BookMetadata(title=project.title, author=project.author, cover=project.cover, narrator=narrator)
     if per_chapter:
-        return list(export_chapters(book, Path(dest), fmt=fmt, metadata=metadata, target_lufs=target_lufs,
-                                    on_progress=on_progress, cancel=cancel))
-    return [export_book(book, Path(dest), fmt=fmt, metadata=metadata, target_lufs=target_lufs,
-                        on_progress=on_progress, cancel=cancel)]
+        files = list(export_chapters(book, Path(dest), fmt=fmt, metadata=metadata, target_lufs=target_lufs,
+                                     on_progress=on_progress, cancel=cancel))
+    else:
+        files = [export_book(book, Path(dest), fmt=fmt, metadata=metadata, target_lufs=target_lufs,
+                             on_progress=on_progress, cancel=cancel)]
+    if not formats:
+        return files
+
+    def cues(index: int, offset: int) -> list:
+        segments = project.chapters[index].segments
+        total, spans = timings[index]
+        return tile_cues(spans, total, [s.text for s in segments], ids=[s.id for s in segments],
+                         voices=[project.voice_of(s).name for s in segments], offset=offset)
+
+    sidecars: list[Path] = []
+    if per_chapter:
+        for index, path in zip(indices, files):
+            total = timings[index][0]
+            marks = [ChapterMark(project.chapters[index].title, 0, total)]
+            sidecars += write_sidecars(path, formats, cues(index, 0), total, marks)
+        return files + sidecars
+    all_cues, marks, offset = [], [], 0
+    for index in indices:
+        total = timings[index][0]
+        all_cues += cues(index, offset)
+        marks.append(ChapterMark(project.chapters[index].title, offset, offset + total))
+        offset += total
+    return files + write_sidecars(files[0], formats, all_cues, offset, marks)
 
 
 def parse_chapter_spec(spec: str, count: int) -> list[int]:

@@ -5,12 +5,13 @@ Layout::
     project.json        format version, title, author, settings, chapters -> segments (text, pause,
                         take count, chosen take), the token budget the segments were planned for
     voice/              voice.json + reference.flac (the voice library's layout, read by VoiceLibrary)
+    cast/<id>/          the other voices of the cast (engine.book.cast), same layout as voice/
     cover.<ext>         the book's cover, when it has one
     takes/<key>.flac    one rendered take (16 kHz mono); <key>.json beside it describes it (seed, finish
                         reason, duration, codes, scores). The .json is written last: it marks the take done.
 
-A take's key is the sha256 of everything that shapes its audio: segment text, voice (codes and
-transcript), model and sampling settings, seed and take number. Editing a segment changes its key, so
+A take's key is the sha256 of everything that shapes its audio: segment text, the segment's voice
+(codes and transcript), model and sampling settings, seed and take number. Editing a segment changes its key, so
 exactly that segment is rendered again; setting it back finds the old take. Every file is written to a
 temporary name and renamed; opening a project removes temporary files and takes whose .json is missing
 (a kill -9 between the two renames). No torch here: the GUI opens projects before the engine loads.
@@ -22,7 +23,8 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +33,12 @@ import soundfile as sf
 
 from engine.audio.atomic import remove_temp_files, write_atomic
 from engine.audio.clip import SAMPLE_RATE
-from engine.config import DEFAULT_CODEC, DEFAULT_LM, SEED_MAX, ModelChoice, SamplingParams, check_number
-from engine.book.take_audio import take_audio_problem
+from engine.book.cast import CAST_DIR, Cast, CastVoice
+from engine.book.edits import ProjectEdits
+from engine.book.plan import NARRATOR, NARRATOR_NAME, NarrationSettings, ProjectChapter, Segment  # noqa: F401 (re-exported)
 from engine.book.project_schema import check_cover, check_project_meta
-from engine.errors import ProjectError, SettingsError, TextTooLongError
-from engine.text.pronunciation import PronunciationRule, apply_pronunciations
-from engine.text.pipeline import estimate_tokens, normalize
-from engine.text.plan import TextOptions
+from engine.book.take_audio import take_audio_problem
+from engine.errors import ProjectError, SettingsError
 from engine.voices import AUDIO_NAME, META_NAME, SavedVoice, VoiceLibrary
 
 FORMAT_VERSION = 1
@@ -53,94 +54,6 @@ log = logging.getLogger("llasa.engine")
 
 def _json_bytes(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8")
-
-
-@dataclass(frozen=True)
-class NarrationSettings:
-    """How a project is narrated. Model and sampling fields shape the audio (they are in take keys)."""
-
-    lm: str = DEFAULT_LM  # Llasa LM: Hugging Face id or local folder
-    codec: str = DEFAULT_CODEC  # X-Codec2: Hugging Face id or local folder
-    quantization: str | None = None  # as ModelChoice.quantization
-    temperature: float = 0.8  # as SamplingParams
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    base_seed: int = 0  # every take's seed derives from it, the segment's text and the take number
-    paragraph_pause: float = 0.6  # s of silence at a blank line
-    chapter_pause: float = 2.0  # s of silence at [chapter]
-    language: str = "en"  # normalization language (engine.text.pipeline.normalize)
-    pronunciations: tuple[PronunciationRule, ...] = ()  # applied before normalization, in order
-    # Quality mode (engine.book.quality): candidates per segment, 1 = off, 2..8 = best-of-N picked by the verifiers
-    # (engine.verify.scoring.rank). A segment whose best take's error rate (WER; CER for Chinese/Japanese) is
-    # above max_error_rate is flagged needs-check. asr / speaker: verifier models (hub id or folder),
-    # None = not used; quality mode needs at least one.
-    candidates: int = 1
-    max_error_rate: float = 0.15  # 0.15 = 15 % of the words (characters) wrong
-    asr: str | None = None  # Whisper ASR
-    speaker: str | None = None  # WavLM x-vector speaker model
-
-    def __post_init__(self) -> None:
-        self.sampling(0)  # validates the sampling fields
-        check_number("base_seed", self.base_seed, 0, SEED_MAX, whole=True)
-        self.model_choice()
-        check_number("max_error_rate", self.max_error_rate, 0.0, 10.0)
-        check_number("paragraph_pause", self.paragraph_pause, 0.0, 60.0)  # seconds
-        check_number("chapter_pause", self.chapter_pause, 0.0, 60.0)
-        check_number("candidates", self.candidates, 1, 8, whole=True)
-        if not 1 <= self.candidates <= 8 or (self.candidates > 1 and not (self.asr or self.speaker)):
-            raise SettingsError("Quality mode needs 2 to 8 candidates and a Whisper or speaker model.")
-
-    def text_options(self) -> TextOptions:
-        """How the project's text becomes segments (engine.text.plan)."""
-        return TextOptions(self.paragraph_pause, self.chapter_pause, self.language, self.pronunciations)
-
-    def sampling(self, seed: int) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_p, self.top_k, self.repetition_penalty, seed)
-
-    def model_choice(self, device: str = "auto") -> ModelChoice:
-        return ModelChoice(self.lm, self.codec, self.quantization, device)
-
-    def audio_fields(self) -> dict:
-        """The settings that change a take's audio; quality mode's only when on (older keys stay valid)."""
-        quality = ("candidates", "asr", "speaker") if self.candidates > 1 else ()
-        return {k: getattr(self, k) for k in ("lm", "codec", "quantization", "temperature", "top_p", "top_k",
-                                              "repetition_penalty") + quality}
-
-    def flags(self, scores: Mapping[str, float]) -> bool:
-        """True when a take's error rate is above max_error_rate (it needs a listen)."""
-        return scores.get("error_rate", 0.0) > self.max_error_rate
-
-    def to_json(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["pronunciations"] = [dataclasses.asdict(rule) for rule in self.pronunciations]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> "NarrationSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["pronunciations"] = tuple(PronunciationRule(**r) for r in data.get("pronunciations", ()))
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One model call's worth of text and what to do after it."""
-
-    id: str  # unique in the project, stable across edits
-    text: str  # what the model speaks (pronunciations applied, normalized)
-    pause_after: float  # s of silence after it; 0 = joined to the next with a short crossfade
-    takes: int = 1  # take numbers 0..takes-1 belong to this segment
-    chosen: int = 0  # the take that is played and exported
-
-
-@dataclass(frozen=True)
-class ProjectChapter:
-    title: str
-    source: str  # the imported chapter text, markup kept (segments are planned from it)
-    segments: tuple[Segment, ...]
-    selected: bool = True  # narrated and exported
 
 
 @dataclass(frozen=True)
@@ -174,8 +87,9 @@ def take_seed(base_seed: int, text: str, take: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-class NarrationProject:
-    """An open project folder. Mutating methods save project.json atomically before they return.
+class NarrationProject(ProjectEdits):
+    """An open project folder. Mutating methods (engine.book.edits) save project.json atomically before
+    they return.
 
     Not safe for two processes at once. Segments are addressed by id; chapters by index.
     """
@@ -190,14 +104,15 @@ class NarrationProject:
         self.tokens_per_char: float = float(meta["tokens_per_char"])  # the voice's speaking rate
         self.settings = NarrationSettings.from_json(meta["settings"])
         self.chapters: list[ProjectChapter] = [
-            ProjectChapter(c["title"], c["source"], tuple(Segment(**s) for s in c["segments"]), c["selected"])
+            ProjectChapter(c["title"], c["source"], tuple(Segment.from_json(s) for s in c["segments"]),
+                           c["selected"], c.get("voice", NARRATOR))
             for c in meta["chapters"]
         ]
-        self.voice: SavedVoice = VoiceLibrary(self.folder).get(VOICE_DIR)
+        self.voice: SavedVoice = VoiceLibrary(self.folder).get(VOICE_DIR)  # the narrator
+        narrator = CastVoice(NARRATOR, NARRATOR_NAME, self.voice, self.max_tokens, self.tokens_per_char)
+        self.cast = Cast(self.folder, narrator, meta.get("cast", []))
         self._records: dict[str, TakeRecord] = {}
         self.notices: list[str] = []  # what opening found and repaired (damaged takes), for the user
-        self._voice_hash = hashlib.sha256(
-            json.dumps([list(self.voice.codes), self.voice.transcript]).encode()).hexdigest()
 
     # ---------------------------------------------------------------- create / open / save
 
@@ -206,21 +121,26 @@ class NarrationProject:
         cls, folder: Path, *, title: str, author: str, chapters: list[ProjectChapter], voice: SavedVoice,
         settings: NarrationSettings, max_tokens: int, tokens_per_char: float,
         cover: tuple[bytes, str] | None = None, fingerprint: str = "",
+        cast: Sequence[tuple[SavedVoice, int, float]] = (), plan: bool = False,
     ) -> "NarrationProject":
         """Write a new project into `folder` (created; must be new, empty, or an unfinished creation).
 
-        project.json is written last, so an interrupted creation is not a project and can be redone.
+        cast: the other voices, each (library voice, max tokens, tokens per char) as segment_budget
+        measures them. plan: plan every chapter from its source (voice markup resolved against the
+        cast) instead of keeping the chapters' segments as given. project.json is written last, so
+        an interrupted creation is not a project and can be redone.
         """
         folder = Path(folder)
         if (folder / PROJECT_FILE).exists():
             raise ProjectError(f"{folder} already holds a narration project; open it or choose another folder.")
-        ours = {PROJECT_FILE, VOICE_DIR, TAKES_DIR}
+        ours = {PROJECT_FILE, VOICE_DIR, TAKES_DIR, CAST_DIR}
         if folder.is_dir() and any(p.name not in ours and not p.name.startswith((".", "cover."))
                                    for p in folder.iterdir()):
             raise ProjectError(f"{folder} is not empty; choose a new or empty folder for the project.")
         try:
             (folder / VOICE_DIR).mkdir(parents=True, exist_ok=True)
             (folder / TAKES_DIR).mkdir(exist_ok=True)
+            shutil.rmtree(folder / CAST_DIR, ignore_errors=True)  # what an unfinished creation left
             for name in (META_NAME, AUDIO_NAME):
                 write_atomic(folder / VOICE_DIR / name, (voice.folder / name).read_bytes())
             cover_name = None
@@ -233,9 +153,18 @@ class NarrationProject:
                 "tokens_per_char": tokens_per_char, "settings": settings.to_json(), "chapters": [],
             }
             project = cls(folder, meta)
+            for saved, limit, rate in cast:
+                project.cast.add(saved, max_tokens=limit, tokens_per_char=rate)
         except OSError as error:
             raise ProjectError(f"Cannot write the project in {folder}: {error.strerror or error}.") from None
         project.chapters = list(chapters)
+        if settings.dialogue_voice is not None and plan:  # named at creation, stored by key
+            from engine.text.cast_markup import resolve_voice
+
+            key = resolve_voice(settings.dialogue_voice, project.cast.names())
+            project.settings = dataclasses.replace(settings, dialogue_voice=key)
+        if plan:
+            project.chapters = [project.planned(i) for i in range(len(project.chapters))]
         project.save()
         return project
 
@@ -251,7 +180,7 @@ class NarrationProject:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ProjectError(f"{path} is damaged and cannot be read ({error}).") from None
         check_project_meta(meta, path, FORMAT_VERSION)
-        for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR):
+        for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR, *(folder / CAST_DIR).glob("*")):
             remove_temp_files(sub)
         (folder / TAKES_DIR).mkdir(exist_ok=True)
         try:
@@ -286,9 +215,9 @@ class NarrationProject:
             "format": "llasa-narration", "version": FORMAT_VERSION, "title": self.title, "author": self.author,
             "fingerprint": self.fingerprint, "cover": self.cover.name if self.cover else None,
             "max_tokens": self.max_tokens, "tokens_per_char": self.tokens_per_char,
-            "settings": self.settings.to_json(),
-            "chapters": [{"title": c.title, "source": c.source, "selected": c.selected,
-                          "segments": [dataclasses.asdict(s) for s in c.segments]} for c in self.chapters],
+            "settings": self.settings.to_json(), "cast": self.cast.to_json(),
+            "chapters": [{"title": c.title, "source": c.source, "selected": c.selected, "voice": c.voice,
+                          "segments": [s.to_json() for s in c.segments]} for c in self.chapters],
         }
         write_atomic(self.folder / PROJECT_FILE, _json_bytes(meta))
 
@@ -314,10 +243,18 @@ class NarrationProject:
         ci, si = self.segment(segment_id)
         return self.chapters[ci].segments[si]
 
+    def voice_of(self, segment: Segment) -> CastVoice:
+        """The cast voice that speaks a segment; ProjectError when it left the cast."""
+        return self.cast.get(segment.voice)
+
     def take_key(self, segment: Segment, take: int | None = None) -> str:
+        """The key of a take: covers text, the segment's voice, audio settings, seed and take number.
+        A locked segment's chosen take keeps the key it was locked with."""
         take = segment.chosen if take is None else take
-        identity = {"text": segment.text, "voice": self._voice_hash, "settings": self.settings.audio_fields(),
-                    "seed": self.take_seed(segment, take), "take": take}
+        if segment.locked and take == segment.chosen:
+            return segment.locked
+        identity = {"text": segment.text, "voice": self.voice_of(segment).fingerprint,
+                    "settings": self.settings.audio_fields(), "seed": self.take_seed(segment, take), "take": take}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def take_seed(self, segment: Segment, take: int | None = None) -> int:
@@ -394,46 +331,3 @@ class NarrationProject:
             write_atomic(takes / f"{record.key}.flac", buffer.getvalue())
         write_atomic(takes / f"{record.key}.json", _json_bytes(dataclasses.asdict(record) | {"scores": dict(record.scores)}))
         self._records[record.key] = record
-
-    # ---------------------------------------------------------------- edits (each saves)
-
-    def _replace(self, segment_id: str, **changes) -> Segment:
-        ci, si = self.segment(segment_id)
-        chapter = self.chapters[ci]
-        new = dataclasses.replace(chapter.segments[si], **changes)
-        segments = chapter.segments[:si] + (new,) + chapter.segments[si + 1:]
-        self.chapters[ci] = dataclasses.replace(chapter, segments=segments)
-        self.save()
-        return new
-
-    def edit_segment(self, segment_id: str, text: str) -> Segment:
-        """Replace a segment's text as the user typed it (pronunciations and normalization are applied);
-        its takes start again from take 0, so only this segment is rendered again.
-
-        TextTooLongError when the text needs more speech tokens than the project's segment budget.
-        """
-        text = normalize(apply_pronunciations(text, self.settings.pronunciations), language=self.settings.language)
-        if not text:
-            raise TextTooLongError("A segment cannot be empty; delete its text in the chapter source instead.")
-        if estimate_tokens(text, self.tokens_per_char) > self.max_tokens:
-            limit = int(self.max_tokens / self.tokens_per_char)
-            raise TextTooLongError(f"The text is too long for one segment; keep it under about {limit} characters.")
-        return self._replace(segment_id, text=text, takes=1, chosen=0)
-
-    def new_take(self, segment_id: str) -> Segment:
-        """Ask for one more take of a segment (a new seed) and choose it; it is pending until rendered."""
-        segment = self.find(segment_id)
-        return self._replace(segment_id, takes=segment.takes + 1, chosen=segment.takes)
-
-    def choose_take(self, segment_id: str, take: int) -> Segment:
-        if not 0 <= take < self.find(segment_id).takes:
-            raise SettingsError(f"Segment {segment_id} has no take {take + 1}.")
-        return self._replace(segment_id, chosen=take)
-
-    def select_chapters(self, indices: list[int]) -> None:
-        """Narrate and export exactly these chapters (0-based)."""
-        wanted = set(indices)
-        if not wanted <= set(range(len(self.chapters))):
-            raise SettingsError(f"Chapters must be 1 to {len(self.chapters)}.")
-        self.chapters = [dataclasses.replace(c, selected=i in wanted) for i, c in enumerate(self.chapters)]
-        self.save()

@@ -21,7 +21,7 @@ from engine.errors import EngineError
 
 if TYPE_CHECKING:
     from engine.book.narration import SegmentRenderer, TakeJob
-    from engine.book.project import NarrationProject
+    from engine.book.project import NarrationProject, TakeRecord
     from engine.speech.synth import Synthesizer
     from engine.verify.scoring import Scores, Verifiers
 
@@ -78,12 +78,14 @@ def describe_scores(scores: Mapping[str, float], text: str) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def best_of_renderer(verifiers: "Verifiers", reference_audio: np.ndarray | None, candidates: int) -> "SegmentRenderer":
+def best_of_renderer(verifiers: "Verifiers", reference_audio: np.ndarray | None, candidates: int, *,
+                     references: Mapping[str, np.ndarray] | None = None) -> "SegmentRenderer":
     """A narration SegmentRenderer: best-of-`candidates` takes, the verifiers' pick returned with its scores.
 
     ``reference_audio`` (float32 16 kHz) is what speaker similarity compares with (None: the voice's
-    codes decoded). The candidates are one batch of the Synthesizer's decoder (engine.speech.render).
-    A best take without speech is a failed take (NoSpeechError).
+    codes decoded); ``references`` maps a cast voice key (TakeJob.voice_key) to its own clip, so each
+    character is compared with its own voice. The candidates are one batch of the Synthesizer's decoder
+    (engine.speech.render). A best take without speech is a failed take (NoSpeechError).
     """
     from engine.book.narration import RenderedTake
 
@@ -91,8 +93,9 @@ def best_of_renderer(verifiers: "Verifiers", reference_audio: np.ndarray | None,
         from engine.errors import NoSpeechError
         from engine.speech.best_of import render_best_of
 
+        reference = (references or {}).get(job.voice_key, reference_audio)
         result = render_best_of(synthesizer, job.text, job.voice, job.params, candidates, verifiers,
-                                reference_audio=reference_audio, max_new_tokens=job.max_new_tokens,
+                                reference_audio=reference, max_new_tokens=job.max_new_tokens,
                                 cancel=job.cancel, on_progress=job.on_progress)
         best = result.best
         if not best.codes:
@@ -103,12 +106,53 @@ def best_of_renderer(verifiers: "Verifiers", reference_audio: np.ndarray | None,
     return render
 
 
-def reference_audio(project: "NarrationProject") -> np.ndarray:
-    """The project's voice reference clip, float32 mono at 16 kHz."""
+def reference_audio(project: "NarrationProject", key: str = "") -> np.ndarray:
+    """The reference clip of a cast voice (default the narrator), float32 mono at 16 kHz."""
     import soundfile as sf
 
-    wave, _ = sf.read(project.voice.audio_path, dtype="float32", always_2d=True)
+    wave, _ = sf.read(project.cast.get(key).voice.audio_path, dtype="float32", always_2d=True)
     return wave.mean(axis=1)
+
+
+def whisper_language(language: str) -> str:
+    """A project's language ("en", "ja", "zh-TW", "pt_BR") as Whisper's code ("en", "ja", "zh", "pt")."""
+    return language.replace("_", "-").split("-")[0].strip().lower() or "en"
+
+
+def regenerate_until_passes(project: "NarrationProject", synthesizer: "Synthesizer", segment_id: str,
+                            render: "SegmentRenderer", *, max_tries: int = 4, cancel=None) -> tuple["TakeRecord", int]:
+    """Quality mode on one segment: new takes (new seeds) until one passes (done: not flagged, not at the
+    length cap), at most `max_tries` renders. When none passes, the take with the lowest error rate is
+    chosen (a failed one never). Returns (the chosen take's record, takes rendered). A locked segment is refused
+    (SettingsError); CancelledError keeps every finished take."""
+    from engine.book.narration import render_segment
+    from engine.book.project import DONE, PENDING
+
+    from engine.errors import SettingsError
+
+    if project.find(segment_id).locked:
+        raise SettingsError(f"Segment {segment_id} is locked (its take is kept); unlock it first.")
+    tries = 0
+    while True:
+        segment = project.find(segment_id)
+        if project.status(segment) == PENDING:
+            render_segment(project, synthesizer, segment_id, render=render, cancel=cancel)
+            tries += 1
+            segment = project.find(segment_id)
+        if project.status(segment) == DONE or tries >= max_tries:
+            break
+        project.new_take(segment_id)
+    if project.status(segment) != DONE:
+        def badness(take: int) -> float:
+            record = project.record(segment, take)
+            if record is None or record.finish_reason == "failed":
+                return float("inf")
+            return record.scores.get("error_rate", 0.0) + (1.0 if record.finish_reason == "length" else 0.0)
+
+        best = min(range(segment.takes), key=badness)
+        if badness(best) < float("inf"):
+            segment = project.choose_take(segment_id, best)
+    return project.record(segment), tries
 
 
 class VerifierModels:
@@ -141,7 +185,20 @@ class VerifierModels:
         s = project.settings
         if s.candidates <= 1:
             return None
-        return best_of_renderer(self.verifiers(s.asr, s.speaker, device), reference_audio(project), s.candidates)
+        return self.quality_renderer(project, s.candidates, device)
+
+    def quality_renderer(self, project: "NarrationProject", candidates: int, device: str = "auto") -> "SegmentRenderer":
+        """Best-of-`candidates` with the project's verifiers, hearing the project's language; each
+        cast voice's takes are compared with that voice's clip. SettingsError without a verifier."""
+        from engine.errors import SettingsError
+
+        s = project.settings
+        if not (s.asr or s.speaker):
+            raise SettingsError("Quality mode needs a Whisper or speaker model: choose one in the project settings.")
+        verifiers = self.verifiers(s.asr, s.speaker, device)
+        verifiers.language = whisper_language(s.language)
+        references = {m.key: reference_audio(project, m.key) for m in project.cast.members()}
+        return best_of_renderer(verifiers, references.get(""), candidates, references=references)
 
     def clear(self) -> None:
         """Drop every loaded verifier (frees their memory once nothing else holds them)."""

@@ -1,10 +1,12 @@
-"""Join a chapter's segment takes into one waveform: trimmed edges, configured pauses, no clicks.
+"""Join segment takes into one waveform: trimmed edges, configured pauses, no clicks — and where each landed.
 
 numpy only. Takes are mono float32 [n] at 16 kHz. Each take keeps up to `margin_s` of its own room
 tone around its sound; a configured pause is the gap between the end of one take's sound and the
 start of the next (digital silence fills what the kept room tone does not), so `[pause 1.5s]`
 sounds like 1.5 s. Take edges next to silence get a short raised-cosine fade; a pause of 0 joins
-the two takes with a short equal-power crossfade instead.
+the two takes with a short equal-power crossfade instead. `SegmentJoiner` does it incrementally (the
+render path streams a book-length text to its file with it); join_segments / join_segments_timed
+are the whole-chapter forms, with the span of every take in the output (subtitles come from these).
 """
 from __future__ import annotations
 
@@ -48,18 +50,25 @@ class SegmentJoiner:
 
     add(take, pause_after_s) returns the samples that can no longer change; finish() returns the
     rest. All returned pieces together equal join_segments of the same takes and pauses: one take is
-    held back, because its end depends on the next take (crossfade, shared room tone).
+    held back, because its end depends on the next take (crossfade, shared room tone). `spans[i]` is
+    where take i landed ([start, end) in samples of its kept audio: sound plus room tone); it is
+    known once the next take with sound has arrived (all of them after finish()).
     """
 
     def __init__(self, *, crossfade_ms: float = 10, trim_silence: bool = True, sample_rate: int = SAMPLE_RATE,
-                 margin_s: float = MARGIN_S) -> None:
+                 margin_s: float = MARGIN_S, lead_s: float = 0.0) -> None:
+        if not lead_s >= 0:
+            raise ValueError(f"pauses must be >= 0 s, got lead {lead_s}")
         self._rate, self._trim = sample_rate, trim_silence
         self._margin = int(round(margin_s * sample_rate)) if trim_silence else 0
         self._cross = int(round(crossfade_ms / 1000 * sample_rate))
         self._fade = max(1, int(round(FADE_S * sample_rate)))
         self._ramp = _fade(self._fade)
-        self._lead = 0  # samples of silence before the first take with sound
+        self._lead = int(round(lead_s * sample_rate))  # samples of silence before the first take with sound
         self._held: list | None = None  # [take, room tone before, after, gap after] of the last take with sound
+        self._held_end = 0  # output position where the held take's kept audio ends
+        self._waiting: list[int] = []  # silent takes before the first take with sound: span = its start
+        self.spans: list[tuple[int, int] | None] = []
         self.samples = 0  # samples returned so far
 
     def add(self, take: np.ndarray, pause_after_s: float) -> np.ndarray:
@@ -73,11 +82,15 @@ class SegmentJoiner:
         if self._trim:
             wave, head, tail = _trim(wave, self._rate, self._margin)
         gap = int(round(pause_after_s * self._rate))
-        if not len(wave):  # a silent take adds only its pause
+        index = len(self.spans)
+        self.spans.append(None)
+        if not len(wave):  # a silent take adds only its pause; its span is empty, where it would have been
             if self._held is not None:
                 self._held[3] += gap
+                self.spans[index] = (self._held_end, self._held_end)
             else:
                 self._lead += gap
+                self._waiting.append(index)
             return np.zeros(0, np.float32)
         following = [wave.copy(), head, tail, gap]
         if self._held is None:
@@ -85,7 +98,12 @@ class SegmentJoiner:
             self._fade_in(following[0])
         else:
             out = self._release(following)
-        self._held = following
+        start = self.samples + len(out)
+        for waiting in self._waiting:
+            self.spans[waiting] = (start, start)
+        self._waiting = []
+        self.spans[index] = (start, start + len(wave))
+        self._held, self._held_end = following, start + len(wave)
         self.samples += len(out)
         return out
 
@@ -93,6 +111,9 @@ class SegmentJoiner:
         """The held take and the silence after it."""
         if self._held is None:
             out = np.zeros(self._lead, np.float32)
+            for waiting in self._waiting:
+                self.spans[waiting] = (0, 0)
+            self._waiting = []
         else:
             out = self._release(None)
         self._held = None
@@ -128,19 +149,39 @@ def join_segments(
     trim_silence: bool = True,
     sample_rate: int = SAMPLE_RATE,
     margin_s: float = MARGIN_S,
+    lead_s: float = 0.0,
 ) -> np.ndarray:
-    """One chapter's audio (float32 [n] at sample_rate) from its takes, in order.
+    """One chapter's audio (float32 [n] at sample_rate) from its takes, in order (join_segments_timed without
+    the timings)."""
+    return join_segments_timed(takes, pauses_after_s, crossfade_ms=crossfade_ms, trim_silence=trim_silence,
+                               sample_rate=sample_rate, margin_s=margin_s, lead_s=lead_s)[0]
+
+
+def join_segments_timed(
+    takes: Sequence[np.ndarray],
+    pauses_after_s: Sequence[float],
+    *,
+    crossfade_ms: float = 10,
+    trim_silence: bool = True,
+    sample_rate: int = SAMPLE_RATE,
+    margin_s: float = MARGIN_S,
+    lead_s: float = 0.0,
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """One chapter's audio (float32 [n] at sample_rate) from its takes, in order, and where each take
+    landed in it: spans[i] = [start, end) in samples of take i's kept audio (its sound plus room tone).
 
     pauses_after_s[i] (s, >= 0) is the gap after take i: len(pauses_after_s) is len(takes) (the last
-    one is silence appended at the end, e.g. a chapter gap) or len(takes) - 1. A gap of 0 overlaps
-    the takes by crossfade_ms (equal-power, sin/cos); a longer gap inserts silence with fades. With
-    trim_silence, each take's leading/trailing silence is cut to margin_s of room tone and the gap
-    counts from sound to sound (it is at least the room tone kept); without it, the gap is exactly
-    the inserted silence. A take that is all silence contributes nothing but its pause.
+    one is silence appended at the end, e.g. a chapter gap) or len(takes) - 1. lead_s: silence before
+    the first take. A gap of 0 overlaps the takes by crossfade_ms (equal-power, sin/cos; the two spans
+    overlap by that much); a longer gap inserts silence with fades. With trim_silence, each take's
+    leading/trailing silence is cut to margin_s of room tone and the gap counts from sound to sound
+    (it is at least the room tone kept); without it, the gap is exactly the inserted silence. A take
+    that is all silence contributes nothing but its pause (its span is empty, where it would have been).
     """
     if len(pauses_after_s) not in (len(takes), max(0, len(takes) - 1)):
         raise ValueError(f"need one pause per take (or one fewer), got {len(pauses_after_s)} for {len(takes)}")
     joiner = SegmentJoiner(crossfade_ms=crossfade_ms, trim_silence=trim_silence, sample_rate=sample_rate,
-                           margin_s=margin_s)
+                           margin_s=margin_s, lead_s=lead_s)
     pieces = [joiner.add(take, pauses_after_s[i] if i < len(pauses_after_s) else 0.0) for i, take in enumerate(takes)]
-    return np.concatenate(pieces + [joiner.finish()])
+    pieces.append(joiner.finish())
+    return np.concatenate(pieces), list(joiner.spans)

@@ -87,6 +87,8 @@ class Rendering:
     audio: np.ndarray | None  # float32 [n] at 16 kHz, the joined takes; None when a sink received it
     segments: tuple[SegmentResult, ...]
     seed: int  # the seed the segments' seeds derive from
+    spans: tuple[tuple[int, int], ...]  # [start, end) in samples where each segment's take landed in the audio
+    samples: int  # length of the joined audio in samples
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -271,7 +273,7 @@ def render(
     last = joiner.finish()
     (sink or kept.append)(last)
     audio = None if sink is not None else np.concatenate(kept)
-    return Rendering(audio, tuple(results), seed, tuple(warnings))
+    return Rendering(audio, tuple(results), seed, tuple(joiner.spans), joiner.samples, tuple(warnings))
 
 
 def _warnings(index: int, count: int, take: Take, budget: int) -> list[str]:

@@ -51,12 +51,18 @@ def plan_text(source: str, options: TextOptions, *, max_tokens: int, tokens_per_
                 last = segments[-1]
                 segments[-1] = PlannedSegment(last.text, last.pause_after + item.seconds)
             continue
-        text = apply_pronunciations(re.sub(r"\s*\n\s*", " ", item.text), options.pronunciations)
-        text = normalize(text, language=options.language)
-        for chunk in split_text(text, max_tokens=max_tokens, tokens_per_char=tokens_per_char) if text else ():
-            if chunk.strip():
-                segments.append(PlannedSegment(chunk.strip(), 0.0))
+        for chunk in speakable_chunks(item.text, options, max_tokens=max_tokens, tokens_per_char=tokens_per_char):
+            segments.append(PlannedSegment(chunk, 0.0))
     return tuple(segments)
+
+
+def speakable_chunks(text: str, options: TextOptions, *, max_tokens: int, tokens_per_char: float) -> list[str]:
+    """One run of text without markup as segment texts: hard-wrapped lines joined, pronunciation rules
+    applied, normalized, split to `max_tokens` speech tokens at `tokens_per_char`."""
+    text = apply_pronunciations(re.sub(r"\s*\n\s*", " ", text), options.pronunciations)
+    text = normalize(text, language=options.language)
+    chunks = split_text(text, max_tokens=max_tokens, tokens_per_char=tokens_per_char) if text else []
+    return [chunk.strip() for chunk in chunks if chunk.strip()]
 
 
 def segment_cap(text: str, tokens_per_char: float) -> int:

@@ -256,9 +256,11 @@ class WhisperASR:
                 texts[k].append(self.processor.tokenizer.decode(row).strip())
         return [("" if is_cjk("".join(t)) else " ").join(t).strip() for t in texts]
 
-    def score(self, audio: Sequence[np.ndarray], *, text: str, reference: np.ndarray | None = None) -> list[dict[str, Any]]:
-        """Transcribe the takes (in the intended text's language) and compare with ``text``."""
-        transcripts = self.transcribe_batch(audio, language="zh" if is_cjk(text) else "en")
+    def score(self, audio: Sequence[np.ndarray], *, text: str, reference: np.ndarray | None = None,
+              language: str | None = None) -> list[dict[str, Any]]:
+        """Transcribe the takes in ``language`` (a Whisper code such as "ja"; None: "zh" for Chinese or
+        Japanese characters, else "en") and compare with ``text``."""
+        transcripts = self.transcribe_batch(audio, language=language or ("zh" if is_cjk(text) else "en"))
         metric = "cer" if is_cjk(text) else "wer"
         return [{"transcript": t, "wer": word_errors(text, t).rate, "cer": char_errors(text, t).rate, "metric": metric}
                 for t in transcripts]
@@ -322,6 +324,7 @@ class Verifiers:
     calls: int = 0  # clips scored (one clip through every applicable scorer counts once)
     seconds: float = 0.0  # wall time spent scoring
     audio_seconds: float = 0.0  # duration of the audio scored
+    language: str | None = None  # what the ASR hears (Whisper code, e.g. "ja"); None: guessed from the text
 
     @classmethod
     def load(cls, asr: str | Path | None = DEFAULT_ASR, speaker: str | Path | None = DEFAULT_SPEAKER, *,
@@ -337,7 +340,8 @@ class Verifiers:
         start, fields = time.perf_counter(), [dict() for _ in audio]
         for scorer in self.scorers:
             if scorer.partial_ok or not partial:
-                for merged, new in zip(fields, scorer.score(audio, text=text, reference=reference)):
+                heard = {"language": self.language} if self.language and isinstance(scorer, WhisperASR) else {}
+                for merged, new in zip(fields, scorer.score(audio, text=text, reference=reference, **heard)):
                     merged.update(new)
         self.calls += len(audio)
         self.seconds += time.perf_counter() - start
