@@ -21,7 +21,6 @@ from engine.audio.clip import load_reference
 from engine.speech.best_of import render_beam_search, render_best_of
 from engine.config import ModelChoice, SamplingParams
 from engine.errors import CancelledError, SettingsError
-from engine.lm.decoder import FastDecoder
 from engine.lm.reference import generate_codes
 from engine.lm.prompt import build_prompt
 from engine.speech.synth import Synthesizer, Voice
@@ -74,12 +73,14 @@ def test_greedy_batch_of_n_reproduces_single_runs(synth, voice, verifiers):
     for take in result.takes:
         assert (list(take.codes), take.finish_reason) == expected
         assert np.array_equal(take.audio, synth.decode(list(take.codes), voice))
-    decoder = FastDecoder(synth.lm, max_batch=2, max_length=2048)  # reused across calls, e.g. narration segments
-    for _ in range(2):
-        again = render_best_of(synth, TEXT, voice, GREEDY, 2, verifiers, max_new_tokens=24, decoder=decoder)
+    decoders = []
+    for _ in range(2):  # the Synthesizer keeps its decoder across calls (e.g. narration segments)
+        again = render_best_of(synth, TEXT, voice, GREEDY, 2, verifiers, max_new_tokens=24)
         assert [(list(t.codes), t.finish_reason) for t in again.takes] == [expected] * 2
+        decoders.append(synth.decoder(2))
+    assert decoders[0] is decoders[1] and decoders[0].max_batch == 2
     with pytest.raises(SettingsError):
-        render_best_of(synth, TEXT, voice, GREEDY, 3, verifiers, max_new_tokens=24, decoder=decoder)
+        render_best_of(synth, TEXT, voice, GREEDY, 9, verifiers, max_new_tokens=24)
 
 
 def test_best_take_is_a_ranked_candidate_and_takes_carry_scores(synth, voice, verifiers, speech_clip_16k):
