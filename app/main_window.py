@@ -27,6 +27,7 @@ from app.resources import app_icon
 from app.script_view import ScriptView
 from app.transcription import AutoTranscriber
 from app.settings import AppSettings, SettingsDialog
+from app.voice_server import VoiceServer
 from app.voice_panel import VoicePanel
 from engine.audio import clip as audio
 from engine.audio.clip import SAMPLE_RATE
@@ -78,6 +79,8 @@ class MainWindow(QMainWindow):
         build_commands(self)
         self._wire()
         self.transcriber = AutoTranscriber(self.voice_panel, bridge, settings, self.show_error, self)
+        self.voice_server = VoiceServer(self)  # Settings → Server: the speech API beside the app
+        self.voice_server.state_changed.connect(self._on_voice_server)
         self._memory_timer = QTimer(self)
         self._memory_timer.setInterval(MEMORY_POLL_MS)
         self._memory_timer.timeout.connect(self._poll_memory)
@@ -191,6 +194,7 @@ class MainWindow(QMainWindow):
         """After the window is up: load the configured models, or open the Models dialog first time."""
         from engine.models.resolve import resolve_model  # no torch; only looks on disk
 
+        self.voice_server.sync(self.settings)
         try:
             choice = self.settings.to_model_choice()
             resolve_model(choice.lm, "speech model")
@@ -255,8 +259,15 @@ class MainWindow(QMainWindow):
             return
         self.player.set_output_device(self.settings.output_device)
         self.transcriber.refresh()
+        self.voice_server.sync(self.settings)
         if self.settings.to_model_choice() != before and (self._models_ready or self._loading):
             self.load_models()
+
+    @Slot(str, str)
+    def _on_voice_server(self, state: str, message: str) -> None:
+        self.statusBar().showMessage(message)
+        if state == "failed":
+            self.show_error(f"Serving voices stopped: {message}")
 
     # --- voices -------------------------------------------------------------------------------
     @Slot(object, str)
@@ -435,6 +446,7 @@ class MainWindow(QMainWindow):
         self.player.stop()
         self.voice_panel.shutdown()  # a recording or clip playback must not outlive the window
         self.projects.close_all()
+        self.voice_server.stop()
         self._memory_timer.stop()
         self.settings.qsettings.setValue("window/geometry", self.saveGeometry())
         super().closeEvent(event)

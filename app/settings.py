@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
+from app.voice_server import ServerTab
 from engine.audio import devices
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS, ModelChoice, SamplingParams
 from engine.errors import EngineError
@@ -99,6 +100,8 @@ class AppSettings:
     output_device = _Setting("audio/output_device", int, None)
     voices_folder = _Setting("storage/voices_folder", Path, lambda: app_data_dir() / "voices")
     models_folder = _Setting("storage/models_folder", Path, None)  # None = the Hugging Face cache
+    serve_voices = _Setting("server/enabled", bool, False)  # run the speech API (app.voice_server) beside the app
+    serve_port = _Setting("server/port", int, 8808)  # its TCP port on 127.0.0.1
 
     def __init__(self, qsettings: QSettings | None = None) -> None:
         self.qsettings = qsettings if qsettings is not None else QSettings()
@@ -171,6 +174,8 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._sampling_tab(), "Sampling")
         self.tabs.addTab(self._audio_tab(), "Audio")
         self.tabs.addTab(self._storage_tab(), "Storage")
+        self.server_tab = ServerTab()
+        self.tabs.addTab(self.server_tab, "Server")
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
         self.error_label.setAccessibleName("Problem with these settings")
@@ -367,6 +372,7 @@ class SettingsDialog(QDialog):
         self._select(self.output_combo, s.output_device)
         self.voices_edit.setText(str(s.voices_folder))
         self.models_edit.setText("" if s.models_folder is None else str(s.models_folder))
+        self.server_tab.load(s)
 
     @Slot()
     def restore_defaults(self) -> None:
@@ -389,6 +395,7 @@ class SettingsDialog(QDialog):
             "output_device": self.output_combo.currentData(),
             "voices_folder": self.voices_edit.text().strip(),
             "models_folder": self.models_edit.text().strip(),
+            **self.server_tab.values(),
         }
 
     def validate(self) -> str | None:
@@ -424,7 +431,7 @@ class SettingsDialog(QDialog):
         s = self.settings
         v = self._values()
         for key in ("lm", "codec", "quantization", "device", "asr", "temperature", "top_p", "top_k",
-                    "repetition_penalty", "seed", "input_device", "output_device"):
+                    "repetition_penalty", "seed", "input_device", "output_device", "serve_voices", "serve_port"):
             setattr(s, key, v[key])
         s.voices_folder = Path(v["voices_folder"]).expanduser()
         s.models_folder = Path(v["models_folder"]).expanduser() if v["models_folder"] else None

@@ -104,6 +104,8 @@ def _run_serve(args: argparse.Namespace) -> None:
     status(f"OpenAI base URL: {url}" + (" (API key required)" if key else ""))
     try:
         server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind; reported below as one line
+        pass
     finally:
         service.shutdown(timeout=10)
     if service.state.status == "failed":

@@ -88,3 +88,23 @@ def test_the_plain_loop_is_only_a_test_reference():
                 if isinstance(node, ast.ImportFrom) and node.module == "engine.lm.reference":
                     users.append(f"{path.relative_to(ROOT)}:{node.lineno} imports engine.lm.reference")
     assert not users, "the plain loop is used at run time:\n" + "\n".join(sorted(set(users)))
+
+
+def test_takes_are_made_only_by_the_render_path():
+    """Decoders are built only by the LM (LlasaLM.decoder) and its fast-path self-check, and driven only
+    by engine/speech/render.py: every Generate, synth, narration take and search goes through it."""
+    built, driven = [], []
+    for folder in ("app", "cli", "engine", "server"):
+        for path in (ROOT / folder).rglob("*.py"):
+            where = path.relative_to(ROOT).as_posix()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.Call):
+                    continue
+                name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                if name == "FastDecoder" and where not in ("engine/lm/loading.py", "engine/lm/fast_path.py"):
+                    built.append(f"{where}:{node.lineno}")
+                if name == "generate" and isinstance(node.func, ast.Attribute) and "decoder" in ast.unparse(node.func.value) \
+                        and where != "engine/speech/render.py":
+                    driven.append(f"{where}:{node.lineno}")
+    assert not built, "decoders built outside the LM:\n" + "\n".join(built)
+    assert not driven, "decoders driven outside the render path:\n" + "\n".join(driven)

@@ -150,12 +150,21 @@ def test_an_unknown_library_voice_is_refused_with_the_names(tiny, reference_wav,
     assert_refused(both, out, "--ref or --voice, not both")
 
 
-def test_text_that_does_not_fit_the_window(tiny, reference_wav, tmp_path):
+def test_only_a_passage_that_cannot_fit_alone_is_refused_with_true_figures(tiny, reference_wav, tmp_path):
+    """Long text is split (tests/test_render.py); a 'word' of 3,000 letters cannot be, so it is refused
+    with the real need: 3,000 characters at the reference's own speaking rate."""
+    import math
+
+    from engine.audio.clip import load_reference
+
     out = tmp_path / "out" / "out.wav"
     out.parent.mkdir()
-    long_text = "This sentence is far too long to be spoken in one go. " * 60
-    result = run_cli(*synth_args(tiny, out, "--text", long_text, "--ref", reference_wav, "--ref-text", REF_TEXT))
-    assert_refused(result, out, r"does not fit in Llasa's 2048-token window.*Shorten the text to about \d+ characters")
+    word = "a" * 3000
+    result = run_cli(*synth_args(tiny, out, "--text", word, "--ref", reference_wav, "--ref-text", REF_TEXT))
+    codes = len(load_reference(reference_wav).samples) // 320 + 1  # what the encoder gives (50 per second)
+    needed = math.ceil(3000 * codes / len(REF_TEXT))
+    assert_refused(result, out, rf"does not fit in Llasa's 2048-token window even on its own.*needs about {needed} "
+                                r"speech tokens, but only \d+ are left")
 
 
 def test_broken_model_folders_are_refused(tiny, tmp_path):

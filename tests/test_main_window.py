@@ -239,3 +239,17 @@ def test_the_window_imports_no_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "no torch"
+
+
+def test_a_text_of_several_paragraphs_is_spoken_segment_by_segment(qtbot, ready_window):
+    """Any length in the main window: the render path splits the text; progress names the segment."""
+    w = ready_window
+    select_long_voice(w)
+    w.text_edit.setPlainText("Hi there.\n\nAnd bye.")
+    shown = []
+    w.bridge.progress_changed.connect(lambda _: shown.append(w.script_view.progress_label.text()))
+    with qtbot.waitSignal(w.bridge.generated, timeout=LOAD_TIMEOUT_MS) as done:
+        w.generate()
+    assert any(text.startswith("Generating segment 1 of 2") for text in shown)
+    assert any(text.startswith("Generating segment 2 of 2") for text in shown)
+    np.testing.assert_array_equal(w.last_take(), done.args[0].audio)

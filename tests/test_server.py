@@ -68,8 +68,6 @@ def test_speech_in_every_format_decodes_to_16k_mono(client):
     assert abs(len(mp3) - len(wave)) < 16000 * 0.2  # the same take, give or take the encoder's padding
 
 
-@pytest.mark.xfail(strict=True, reason="needs the lead's render path: today the engine's Generate keeps the streamed "
-                   "(windowed) decode while synth decodes once; remove this mark when they agree")
 def test_the_same_seed_gives_the_same_bytes_as_synth(client, server, tiny_models, tmp_path):
     """The API and `main.py synth --voice` make one take for one seed (extension fields seed, temperature,
     top_p), byte for byte in WAV."""
@@ -92,6 +90,15 @@ def test_the_same_seed_gives_the_same_bytes_as_synth(client, server, tiny_models
     written = out.read_bytes()
     assert len(served) == len(written)  # the same speech tokens
     assert served == written
+
+
+def test_input_of_any_length_is_spoken(client):
+    """Four sentences are more than one window holds for the Short voice: the render path splits them."""
+    text = "One thing first. Then another. And a third one. Finally the end."
+    take = client.audio.speech.create(model="tts-1", voice="Short", input=text, response_format="wav",
+                                      extra_body={"seed": 2})
+    wave, rate = sf.read(io.BytesIO(take.content), dtype="int16")
+    assert rate == 16000 and len(wave) > 16000 * 60 / 50  # longer than one window's 60 tokens
 
 
 def test_bad_requests_get_openai_errors_and_the_server_stays_up(client, server):
@@ -216,3 +223,18 @@ def test_a_non_local_bind_needs_an_api_key(tiny_models, tmp_path):
     finally:
         code, output = proc.stop()
     assert "Traceback" not in output, output
+
+
+def test_a_port_in_use_is_one_error_line(server, tiny_models, tmp_path):
+    import subprocess
+    import sys
+
+    from server_fixtures import ROOT
+
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "serve", "--port", str(server.port), "--voices", tmp_path,
+                             "--lm", tiny_models["lm"], "--codec", tiny_models["codec"], "--device", "cpu"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=WAIT_S)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [(f"error: Could not listen on 127.0.0.1:{server.port} (in use, or not an "
+                                              "address of this computer); choose another --port or --host.")]
+    assert server.health()["status"] == "ready"

@@ -90,3 +90,34 @@ def test_a_streamed_wav_reads_to_the_end():
                                          ("0.0.0.0", False), ("192.168.1.5", False), ("::", False), ("myhost", False)])
 def test_only_loopback_binds_count_as_local(host, local):
     assert is_local(host) is local
+
+
+def test_the_api_answers_503_until_the_models_are_loaded(tmp_path):
+    """In process (starlette's TestClient): before loading, and after a load that failed (no model
+    folder), speech gets 503 in OpenAI's shape while the rest of the API answers."""
+    from starlette.testclient import TestClient
+
+    from engine.config import ModelChoice
+    from engine.voices import VoiceLibrary
+    from server.app import create_app
+    from server.service import SpeechService
+
+    library = VoiceLibrary(tmp_path / "voices")
+    library.add("Ann", np.full(16000, 0.1, np.float32), "Hello.", [1, 2, 3], "codec")
+    service = SpeechService(ModelChoice(lm=str(tmp_path / "no-lm"), codec=str(tmp_path / "no-codec"), device="cpu"))
+    client = TestClient(create_app(service, library))
+    speak = {"model": "no-lm", "input": "Hi.", "voice": "Ann", "response_format": "wav"}
+    response = client.post("/v1/audio/speech", json=speak)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "models_loading"
+    assert client.get("/health").json()["status"] == "loading"
+    service.start()
+    try:
+        assert service.wait_loaded(timeout=300).status == "failed"
+        response = client.post("/v1/audio/speech", json=speak)
+        error = response.json()["error"]
+        assert response.status_code == 503 and error["code"] == "models_not_loaded"
+        assert error["message"].startswith("The speech models could not be loaded: ") and "no-lm" in error["message"]
+        assert [v["name"] for v in client.get("/v1/voices").json()["voices"]] == ["Ann"]
+        assert client.post("/v1/audio/speech", content=b"{not json").status_code == 400
+    finally:
+        assert service.shutdown(timeout=60)

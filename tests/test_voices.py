@@ -54,6 +54,16 @@ def test_names_are_made_unique_and_ids_differ(library):
     assert len({first.id, second.id, third.id}) == 3
 
 
+def test_find_by_name_or_id_and_unknown_names_are_listed(library):
+    with pytest.raises(InputTextError, match=r"Unknown voice 'Ann'; the voices are: none yet in "):
+        library.find("Ann")
+    ann = library.add("Ann", _clip(), "x", [1], CODEC)
+    bob = library.add("Bob", _clip(), "x", [1], CODEC)
+    assert library.find("ann") == ann and library.find(" BOB ") == bob and library.find(bob.id) == bob
+    with pytest.raises(InputTextError, match=r"^Unknown voice 'Cy'; the voices are: 'Ann', 'Bob'\.$"):
+        library.find("Cy")
+
+
 def test_unicode_only_name_gets_a_safe_id(library):
     saved = library.add("声音", _clip(), "你好", [1], CODEC)
     assert saved.id.startswith("voice-") and saved.name == "声音"
