@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 
 import numpy as np
@@ -86,3 +85,23 @@ def test_synth_cli_rejects_an_unknown_subtitle_format_before_loading_models(tmp_
                              str(tmp_path / "a.wav"), "--subtitles", "srt,sub"], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == \
         "error: Unknown subtitle format 'sub'; use srt, vtt, json."
+
+
+@pytest.mark.slow
+def test_synth_writes_sidecars_that_cover_its_take(tmp_path, tiny_models):
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "take.wav"
+    result = subprocess.run([sys.executable, str(root / "main.py"), "synth", "--text", "Hello there.", "--out", str(out),
+                             "--lm", str(tiny_models["lm"]), "--codec", str(tiny_models["codec"]), "--device", "cpu",
+                             "--seed", "3", "--subtitles", "srt,vtt"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    frames = sf.info(out).frames
+    (cue,) = srt.parse((tmp_path / "take.srt").read_text())
+    assert (cue.start.total_seconds(), round(cue.end.total_seconds() * 1000), cue.content) == \
+        (0, round(frames / 16), "Hello there.")
+    assert [c.text for c in webvtt.read(str(tmp_path / "take.vtt"))] == ["Hello there."]
