@@ -106,12 +106,13 @@ class EngineBridge(QObject):
         self._session.submit(self._session_module.ExportAudio(request_id, wave, path))
         return request_id
 
-    def create_project(self, folder: Path, book, voice, settings, chapters: tuple[int, ...] | None = None) -> str:
-        """Plan a book (engine.book.importer.Book) for a SavedVoice with NarrationSettings and write a new
-        project folder; answered by project_created or failed."""
+    def create_project(self, folder: Path, book, voice, settings, chapters: tuple[int, ...] | None = None,
+                       cast: tuple = ()) -> str:
+        """Plan a book (engine.book.importer.Book) for a SavedVoice narrator (and the SavedVoices of the `cast`)
+        with NarrationSettings and write a new project folder; answered by project_created or failed."""
         request_id = self._next_id()
         self._session.submit(self._session_module.CreateProject(request_id, Path(folder), book, voice, settings,
-                                                                chapters))
+                                                                chapters, tuple(cast)))
         return request_id
 
     def narrate(self, folder: Path, chapters: tuple[int, ...] | None = None,
@@ -122,12 +123,13 @@ class EngineBridge(QObject):
         self._session.submit(self._session_module.Narrate(request_id, Path(folder), chapters, segment_ids))
         return request_id
 
-    def export_project(self, folder: Path, dest: Path, fmt: str, per_chapter: bool = False) -> str:
-        """Export a project's selected chapters (fmt wav/flac/mp3/m4b; per_chapter: into the folder dest);
-        progress_changed (stage "export"), then exported or failed."""
+    def export_project(self, folder: Path, dest: Path, fmt: str, per_chapter: bool = False,
+                       subtitles: tuple[str, ...] = ()) -> str:
+        """Export a project's selected chapters (fmt wav/flac/mp3/m4b; per_chapter: into the folder dest;
+        subtitles: "srt"/"vtt"/"json" sidecars); progress_changed (stage "export"), then exported or failed."""
         request_id = self._next_id()
         self._session.submit(self._session_module.ExportProject(request_id, Path(folder), Path(dest), fmt,
-                                                                per_chapter))
+                                                                per_chapter, tuple(subtitles)))
         return request_id
 
     def measure_speed(self) -> str:

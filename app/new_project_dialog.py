@@ -58,20 +58,24 @@ def narration_settings(settings, candidates: int = 1) -> NarrationSettings:
                              repetition_penalty=settings.repetition_penalty, base_seed=seed, **quality)
 
 
-def ask_export(parent: QWidget, title: str) -> tuple[Path, str, bool] | None:
-    """Format, per-chapter choice and destination (file, or folder per chapter); None when cancelled."""
+def ask_export(parent: QWidget, title: str) -> tuple[Path, str, bool, tuple[str, ...]] | None:
+    """Destination (file, or folder per chapter), format, per-chapter choice and subtitle sidecars;
+    None when cancelled."""
     dialog = QDialog(parent)
     dialog.setWindowTitle("Export audiobook")
     formats = named(QComboBox(), "Export format", "The audio format to write")
     for fmt, name in EXPORT_FORMATS.items():
         formats.addItem(name, fmt)
     per_chapter = named(QCheckBox("One file per chapter"), "One file per chapter", "Write each chapter as a file")
+    subtitles = named(QCheckBox("Subtitles and timings (SRT, WebVTT, JSON)"), "Subtitles",
+                      "Also write .srt, .vtt and .timings.json beside each file: one cue per segment")
     buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
     buttons.accepted.connect(dialog.accept)
     buttons.rejected.connect(dialog.reject)
     form = QFormLayout(dialog)
     form.addRow("Format", formats)
     form.addRow(per_chapter)
+    form.addRow(subtitles)
     form.addRow(buttons)
     if dialog.exec() != QDialog.DialogCode.Accepted:
         return None
@@ -81,7 +85,8 @@ def ask_export(parent: QWidget, title: str) -> tuple[Path, str, bool] | None:
     else:
         path, _ = QFileDialog.getSaveFileName(parent, "Export audiobook", f"{title}.{fmt}", f"{fmt.upper()} (*.{fmt})")
         path = path if not path or path.lower().endswith(f".{fmt}") else f"{path}.{fmt}"
-    return (Path(path), fmt, each) if path else None
+    sidecars = ("srt", "vtt", "json") if subtitles.isChecked() else ()
+    return (Path(path), fmt, each, sidecars) if path else None
 
 
 class NewProjectDialog(QDialog):
@@ -112,6 +117,14 @@ class NewProjectDialog(QDialog):
             self.voice_combo.addItem(voice.name, voice)
         if not self.voice_combo.count():
             self.voice_combo.setPlaceholderText("No saved voices: save one in the main window first")
+        self.cast_list = named(QListWidget(), "Cast", "Other voices: checked ones read the book's [voice: Name] passages")
+        self.cast_list.setMaximumHeight(90)
+        for voice in library.list():
+            item = QListWidgetItem(voice.name)
+            item.setData(Qt.ItemDataRole.UserRole, voice)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked)
+            self.cast_list.addItem(item)
         self.folder_edit = named(QLineEdit(), "Project folder", "A new or empty folder for the project")
         self.folder_edit.textEdited.connect(lambda _: setattr(self, "_folder_auto", False))
         self.folder_button = named_button("Browse…", "Choose the project folder", self.choose_folder)
@@ -135,6 +148,7 @@ class NewProjectDialog(QDialog):
         form.addRow("Author", self.author_edit)
         form.addRow("Chapters", self.chapter_list)
         form.addRow("Narrator", self.voice_combo)
+        form.addRow("Cast", self.cast_list)
         form.addRow("Folder", row((self.folder_edit, 1), self.folder_button))
         form.addRow("Quality mode", self.quality_combo)
         form.addRow(self.quality_note)
@@ -154,6 +168,23 @@ class NewProjectDialog(QDialog):
         if path:
             self.load_book(path)
 
+    def cast_voices(self) -> tuple:
+        """The checked cast voices (SavedVoice), the narrator left out."""
+        narrator = self.voice_combo.currentData()
+        items = [self.cast_list.item(i) for i in range(self.cast_list.count())]
+        return tuple(v for item in items if item.checkState() == Qt.CheckState.Checked
+                     and (v := item.data(Qt.ItemDataRole.UserRole)) is not None and v != narrator)
+
+    def _check_cast_named_in(self, text: str) -> None:
+        """Check the library voices the book's [voice: Name] markup names."""
+        from engine.text.cast_markup import voice_names_used
+
+        used = voice_names_used(text)
+        for i in range(self.cast_list.count()):
+            item = self.cast_list.item(i)
+            if item.text().casefold() in used:
+                item.setCheckState(Qt.CheckState.Checked)
+
     def load_book(self, path: str | Path) -> bool:
         """Import a book (on the GUI thread: it is quick); shows why when it cannot."""
         try:
@@ -172,6 +203,7 @@ class NewProjectDialog(QDialog):
             item.setCheckState(Qt.CheckState.Checked)
             item.setToolTip(chapter.text[:300])
             self.chapter_list.addItem(item)
+        self._check_cast_named_in("\n".join(c.text for c in book.chapters))
         self._follow_title(book.title)
         return True
 
@@ -225,7 +257,7 @@ class NewProjectDialog(QDialog):
                                    author=self.author_edit.text().strip())
         folder = Path(self.folder_edit.text().strip()).expanduser()
         self._request = self._bridge.create_project(folder, book, self.voice_combo.currentData(), settings,
-                                                    self.checked_chapters())
+                                                    self.checked_chapters(), self.cast_voices())
         self.create_button.setEnabled(False)
         self.status_label.setText("Creating the project…")
 

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
 
 from app.new_project_dialog import NewProjectDialog, ask_export, warn
 from app.player import PlayerWidget
+from app.production_tabs import production_tabs
 from app.segment_table import STATUS_TEXT, SegmentTable, score_tip
 from app.voice_library_view import named, named_button, row
 from engine.errors import EngineError
@@ -88,7 +89,7 @@ class ProjectWindow(QMainWindow):
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(self.segment_table, 1)
         right_layout.addWidget(segment_box)
-        right_layout.addWidget(self._build_production())
+        right_layout.addWidget(production_tabs(self))  # cast, selected segments, pronunciation
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.chapter_list)
         splitter.addWidget(right)
@@ -100,12 +101,6 @@ class ProjectWindow(QMainWindow):
         layout.addLayout(row(self.narrate_button, self.stop_button, self.export_button, (self.progress_bar, 1)))
         layout.addWidget(self.progress_label)
         self.setCentralWidget(central)
-
-    def _build_production(self) -> QWidget:
-        """Tabs for the cast, the selected segments' controls and the pronunciation rules (issue #17)."""
-        from app.production_tabs import production_tabs
-
-        return production_tabs(self)
 
     def _bridge_slots(self):
         b = self.bridge
@@ -347,9 +342,9 @@ class ProjectWindow(QMainWindow):
         if (choice := ask_export(self, self.project.title)) is not None:
             self.export_to(*choice)
 
-    def export_to(self, dest: str | Path, fmt: str, per_chapter: bool = False) -> str:
-        """Export the checked chapters on the engine thread; returns the request id."""
-        self._export_id = self.bridge.export_project(self.project.folder, Path(dest), fmt, per_chapter)
+    def export_to(self, dest: str | Path, fmt: str, per_chapter: bool = False, subtitles: tuple[str, ...] = ()) -> str:
+        """Export the checked chapters (and `subtitles` sidecars) on the engine thread; returns the request id."""
+        self._export_id = self.bridge.export_project(self.project.folder, Path(dest), fmt, per_chapter, subtitles)
         self.statusBar().showMessage("Exporting…")
         self._update_actions()
         return self._export_id

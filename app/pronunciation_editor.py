@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
-    QCheckBox, QLabel, QLineEdit, QListWidget, QPlainTextEdit, QVBoxLayout, QWidget,
+    QCheckBox, QLineEdit, QListWidget, QPlainTextEdit, QVBoxLayout, QWidget,
 )
 
 from app.voice_library_view import named, named_button, row

@@ -88,6 +88,15 @@ def test_a_three_voice_book_exports_exact_cues_and_a_rule_edit_rerenders_only_wh
     total = timings["samples"]
     assert sf.info(flac).frames == total
 
+    # Per chapter: each file has its own sidecars, starting at 0 and ending with the chapter.
+    folder = tmp_path / "chapters"
+    per_chapter = export_project(project, folder, "wav", per_chapter=True, subtitles=("srt",))
+    assert [p.suffix for p in per_chapter] == [".wav", ".wav", ".srt", ".srt"]
+    for wav, subtitle in zip(per_chapter[:2], per_chapter[2:]):
+        chapter_cues = list(srt.parse(subtitle.read_text()))
+        assert subtitle.stem == wav.stem and chapter_cues[0].start.total_seconds() == 0
+        assert round(chapter_cues[-1].end.total_seconds() * 1000) == ms(sf.info(wav).frames)
+
     # The cues are the assembly's own boundaries, to the sample: each take's span from the join.
     offset, expected_speech, chapter_marks = 0, [], []
     for index in range(len(project.chapters)):

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+import srt
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -61,6 +62,10 @@ def voice_cells(window):
 def test_production_tabs_edit_the_cast_segments_and_rules(qtbot, window):
     project, table = window.project, window.segment_table
     assert voice_cells(window) == ["Narrator", "Bob"]
+    with qtbot.waitSignal(window.bridge.exported, timeout=WAIT_MS):  # the export dialog's subtitles choice
+        window.export_to(project.folder.parent / "book.flac", "flac", subtitles=("srt",))
+    cues = list(srt.parse((project.folder.parent / "book.srt").read_text()))
+    assert [c.content for c in cues] == [s.text for _, s in project.segments()]
     cast = window.cast_panel
     assert [cast.cast_list.item(i).text() for i in range(cast.cast_list.count())] == \
         ["Narrator — 1 segment", "Bob — 1 segment"]
@@ -124,3 +129,25 @@ def test_production_tabs_edit_the_cast_segments_and_rules(qtbot, window):
     with qtbot.waitSignal(window.bridge.failed, timeout=WAIT_MS):
         qtbot.mouseClick(controls.until_pass_button, Qt.MouseButton.LeftButton)
     assert "uses quality mode" in window.last_message.text() and not window.is_running()
+
+
+@pytest.mark.slow
+def test_new_project_dialog_takes_the_cast_the_markup_names(qtbot, window, tmp_path):
+    from PySide6.QtWidgets import QApplication
+
+    dialog_owner = next(w for w in QApplication.topLevelWidgets() if type(w).__name__ == "MainWindow")
+    book = tmp_path / "cast_book.txt"
+    book.write_text("Chapter One\n\nShe knocked. [voice: Ann]Come in.[/voice]\n", encoding="utf-8")
+    dialog_owner.new_project_action.trigger()
+    dialog = dialog_owner.projects.dialog
+    assert dialog.load_book(book)
+    checked = [dialog.cast_list.item(i).text() for i in range(dialog.cast_list.count())
+               if dialog.cast_list.item(i).checkState() == Qt.CheckState.Checked]
+    assert checked == ["Ann"]  # named by the markup
+    dialog.folder_edit.setText(str(tmp_path / "cast project"))
+    dialog.voice_combo.setCurrentIndex(dialog.voice_combo.findText("Narrator"))
+    with qtbot.waitSignal(dialog.created, timeout=WAIT_MS):
+        qtbot.mouseClick(dialog.create_button, Qt.MouseButton.LeftButton)
+    created = dialog_owner.projects.windows[-1].project
+    assert [(created.voice_of(s).name, s.text) for _, s in created.segments()] == [
+        ("Narrator", "Chapter One"), ("Narrator", "She knocked."), ("Ann", "Come in.")]

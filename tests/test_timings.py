@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 
 import numpy as np
@@ -78,12 +77,38 @@ def test_cues_tile_the_audio_and_parse_with_the_standard_parsers(tmp_path):
     assert [p.name for p in blocked.iterdir()] == ["x.srt"]  # no temporary file left
 
 
-def test_synth_cli_rejects_an_unknown_subtitle_format_before_loading_models(tmp_path):
+def test_the_cli_rejects_bad_subtitle_options_before_loading_models(tmp_path):
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, str(root / "main.py"), "synth", "--text", "Hi.", "--out",
-                             str(tmp_path / "a.wav"), "--subtitles", "srt,sub"], capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == \
-        "error: Unknown subtitle format 'sub'; use srt, vtt, json."
+    for args, message in [
+        (["synth", "--text", "Hi.", "--out", tmp_path / "a.wav", "--subtitles", "srt,sub"],
+         "error: Unknown subtitle format 'sub'; use srt, vtt, json."),
+        (["narrate", tmp_path / "p", "--subtitles", "srt"], "error: --subtitles goes with --export FORMAT --out PATH."),
+        (["narrate", tmp_path / "p", "--export", "wav", "--out", tmp_path / "b.wav", "--subtitles", "ass"],
+         "error: Unknown subtitle format 'ass'; use srt, vtt, json."),
+    ]:
+        result = subprocess.run([sys.executable, str(root / "main.py"), *map(str, args)], capture_output=True, text=True)
+        assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == message, result.stderr
+    assert not (tmp_path / "a.wav").exists() and not (tmp_path / "p").exists()
+
+
+@pytest.mark.slow
+def test_synth_writes_sidecars_that_cover_its_take(tmp_path, tiny_models):
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "take.wav"
+    result = subprocess.run([sys.executable, str(root / "main.py"), "synth", "--text", "Hello there.", "--out", str(out),
+                             "--lm", str(tiny_models["lm"]), "--codec", str(tiny_models["codec"]), "--device", "cpu",
+                             "--seed", "3", "--subtitles", "srt,vtt"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    frames = sf.info(out).frames
+    (cue,) = srt.parse((tmp_path / "take.srt").read_text())
+    assert (cue.start.total_seconds(), round(cue.end.total_seconds() * 1000), cue.content) == \
+        (0, round(frames / 16), "Hello there.")
+    assert [c.text for c in webvtt.read(str(tmp_path / "take.vtt"))] == ["Hello there."]

@@ -41,6 +41,7 @@ class CreateProject:
     voice: SavedVoice
     settings: NarrationSettings
     chapters: tuple[int, ...] | None = None
+    cast: tuple[SavedVoice, ...] = ()  # the other voices (each measured on the model here), for [voice: Name]
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,9 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
 
         synth = models_for(job.settings, job.request_id)
         max_tokens, rate = segment_budget(synth, job.voice.codes, job.voice.transcript)
+        cast = [(v, *segment_budget(synth, v.codes, v.transcript)) for v in job.cast]
         create_project(Path(job.folder), job.book, job.voice, job.settings, max_tokens=max_tokens,
-                       tokens_per_char=rate, chapters=job.chapters)
+                       tokens_per_char=rate, chapters=job.chapters, cast=cast)
         emit(ProjectCreated(job.request_id, Path(job.folder)))
     elif isinstance(job, Narrate):
         from engine.book.narration import narrate
