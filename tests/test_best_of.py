@@ -179,15 +179,17 @@ def test_cli_candidates_writes_best_take_and_scored_takes(short_lm, tiny_models,
                      "--asr", verifier_dirs[0], "--speaker-model", verifier_dirs[1])
     assert result.returncode == 0, result.stderr
     saved = json.loads((tmp_path / "best.takes.json").read_text(encoding="utf-8"))
-    assert saved["method"] == "best-of-n" and len(saved["takes"]) == 3 and saved["text"] == TEXT
-    best = saved["takes"][0]
-    assert best["rank"] == 0 and best["index"] == saved["best_index"]
-    assert sf.info(out).frames == 320 * len(best["codes"])
-    for take in saved["takes"]:
+    assert saved["text"] == TEXT and saved["seed"] == 3 and len(saved["segments"]) == 1  # one sentence: one segment
+    segment = saved["segments"][0]
+    assert len(segment["takes"]) == 3 and [t["index"] for t in segment["takes"]] == [0, 1, 2]
+    best = segment["takes"][segment["best_index"]]
+    assert best["rank"] == 0 and sorted(t["rank"] for t in segment["takes"]) == [0, 1, 2]
+    assert sf.info(out).frames == 320 * len(best["codes"])  # the tiny codec's noise has no silent edge to trim
+    for take in segment["takes"]:
         assert set(take["scores"]) >= {"transcript", "wer", "cer", "similarity", "error_rate"}
     lines = [line for line in result.stdout.splitlines() if line.strip()]
-    assert lines[0].split()[:3] == ["rank", "take", "seconds"] and len(lines) == 4
-    assert not list(tmp_path.glob(".takes-*"))  # the temp file was renamed
+    assert lines[0].split()[:4] == ["seg", "rank", "take", "seconds"] and len(lines) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.takes.json", "best.wav"]  # no temp file left
 
 
 @pytest.mark.slow
