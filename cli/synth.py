@@ -49,7 +49,7 @@ def add_transcribe_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_synth(args: argparse.Namespace) -> None:
     from engine.audio.clip import check_output_path, load_reference, write_audio
     from engine.config import ModelChoice, SamplingParams
-    from engine.errors import InputTextError, SettingsError
+    from engine.errors import InputTextError, SettingsError, out_of_memory_as_error
     from engine.audio.devices import StreamPlayer
     from engine.speech.synth import Synthesizer, read_text_file
 
@@ -81,10 +81,12 @@ def _run_synth(args: argparse.Namespace) -> None:
 
     choice = ModelChoice(lm=args.lm, codec=args.codec, quantization=args.quant, device=args.device)
     status("Loading models…")
-    synthesizer = Synthesizer.load(choice, with_encoder=clip is not None)
+    with out_of_memory_as_error("loading the models"):
+        synthesizer = Synthesizer.load(choice, with_encoder=clip is not None)
     for notice in synthesizer.notices:
         status(notice)
-    voice = synthesizer.encode_reference(clip, args.ref_text) if clip else None
+    with out_of_memory_as_error("encoding the reference clip"):
+        voice = synthesizer.encode_reference(clip, args.ref_text) if clip else None
     if voice is None:
         status("No reference clip: the model picks a random voice.")
 
@@ -93,13 +95,16 @@ def _run_synth(args: argparse.Namespace) -> None:
             print(f"\rGenerating… {done} tokens ({done / 50:.1f} s of audio)", end="", file=sys.stderr, flush=True)
 
     if args.candidates > 1:
-        return _synth_best_of(args, synthesizer, text, voice, params, clip, progress)
+        with out_of_memory_as_error("generating and scoring the takes"):
+            return _synth_best_of(args, synthesizer, text, voice, params, clip, progress)
     try:
         if player:
             player.start()
             status("Generating and playing…")
         on_audio = player.feed if player else None
-        result = synthesizer.synthesize(text, voice, params, cancel=threading.Event(), on_progress=progress, on_audio=on_audio)
+        with out_of_memory_as_error("generating speech"):
+            result = synthesizer.synthesize(text, voice, params, cancel=threading.Event(), on_progress=progress,
+                                            on_audio=on_audio)
         if player:
             player.finish()
         if sys.stderr.isatty():

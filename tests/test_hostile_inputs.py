@@ -98,6 +98,7 @@ def test_no_hand_written_temp_file_dance_outside_the_helper():
     assert not offenders, offenders
 
 
+@pytest.mark.slow
 def test_synth_out_on_a_full_disk_is_one_error_line_and_no_file(tiny_models, tmp_path):
     """Issue item 3: no "Exception ignored from cffi callback" blocks, no temp file left behind."""
     out_dir = tmp_path / "out"
@@ -383,3 +384,80 @@ def test_a_book_without_words_is_refused_before_creating(tmp_path, capsys, name,
     result = call(capsys, "narrate", tmp_path / "project", "--text-file", book, "--voice", voice)
     assert_refused(result, name, "no text to narrate")
     assert not (tmp_path / "project").exists()
+
+
+# ---------------------------------------------------------------- item 9: narrate into a full disk
+
+
+@pytest.mark.slow
+def test_narrate_into_a_full_disk_is_one_error_line_and_keeps_the_project(tiny_models, tmp_path):
+    folder = _project(tmp_path, lm=tiny_models["lm"], codec=tiny_models["codec"])
+    before = snapshot(folder)
+    result = run("narrate", folder, "--device", "cpu", fsize_limit=8192)  # a take's FLAC is larger: EFBIG
+    assert_refused(result, "Cannot write", "File too large", "finished segments are kept", "resume")
+    assert snapshot(folder) == before  # no take, no temporary file
+
+
+# ---------------------------------------------------------------- item 11: out of memory
+
+
+def _fail_like_a_full_memory(kind: str):
+    """A replacement for torch.nn.functional.linear (the first op of every forward pass) that fails as memory does.
+
+    "cpu": a real allocation the CPU allocator refuses (2**45 floats = 128 TiB), raising torch's own
+    "DefaultCPUAllocator: can't allocate memory" RuntimeError. "cuda": torch.OutOfMemoryError raised by
+    hand, because there is no CUDA device here to run out of.
+    """
+    import torch
+
+    def linear(*args, **kwargs):
+        if kind == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.7 GiB total)")
+        return torch.empty(2**45)
+
+    return linear
+
+
+@pytest.mark.parametrize("kind", ["cpu", "cuda"])
+def test_out_of_memory_while_generating_is_one_line_with_advice(tiny_models, tmp_path, capsys, monkeypatch, kind):
+    import torch
+
+    monkeypatch.setattr(torch.nn.functional, "linear", _fail_like_a_full_memory(kind))
+    result = call(capsys, "synth", "--lm", tiny_models["lm"], "--codec", tiny_models["codec"], "--text", "Hello.",
+                  "--device", "cpu", "--out", tmp_path / "out.wav")
+    line = assert_refused(result, "Out of memory", "GPU" if kind == "cuda" else "computer", "generating speech",
+                          "smaller model", "4-bit", "shorter text", "close other apps")
+    assert "DefaultCPUAllocator" not in line and list(tmp_path.iterdir()) == []
+
+
+def test_out_of_memory_while_loading_is_one_line_with_advice(tiny_models, tmp_path, capsys, monkeypatch):
+    """MemoryError is what Python raises when loading runs out of memory; raised here from the loader's call."""
+    import transformers
+
+    def from_pretrained(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    result = call(capsys, "synth", "--lm", tiny_models["lm"], "--codec", tiny_models["codec"], "--text", "Hello.",
+                  "--device", "cpu", "--out", tmp_path / "out.wav")
+    assert_refused(result, "Out of memory", "loading the models", "smaller model")
+
+
+def test_out_of_memory_in_narrate_says_the_finished_takes_are_kept(tiny_models, tmp_path, capsys, monkeypatch):
+    import torch
+
+    folder = _with_takes(tmp_path, lm=tiny_models["lm"], codec=tiny_models["codec"])
+    project_json = folder / "project.json"
+    from engine.book.project import NarrationProject
+
+    project = NarrationProject.open(folder)
+    second = [s for _, s in project.segments()][1]
+    DAMAGE["empty"](project.take_path(second))  # one segment to render again; the other stays done
+    before = {k: v for k, v in snapshot(folder).items() if not k.startswith("takes/" + second.id)}
+    monkeypatch.setattr(torch.nn.functional, "linear", _fail_like_a_full_memory("cpu"))
+    result = call(capsys, "narrate", folder, "--device", "cpu")
+    assert_refused(result, "Out of memory", "narrating", "finished segments are kept")
+    assert "nothing was written" not in result.stderr
+    kept = NarrationProject.open(folder)
+    assert kept.status([s for _, s in kept.segments()][0]) == "done"
+    assert project_json.read_bytes() == before["project.json"]
