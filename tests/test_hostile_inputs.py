@@ -461,3 +461,52 @@ def test_out_of_memory_in_narrate_says_the_finished_takes_are_kept(tiny_models, 
     kept = NarrationProject.open(folder)
     assert kept.status([s for _, s in kept.segments()][0]) == "done"
     assert project_json.read_bytes() == before["project.json"]
+
+
+# ---------------------------------------------------------------- item 8: kill -9 during an export
+
+
+_EXPORT_THEN_DIE = """
+import os, signal, sys
+import numpy as np
+from engine.book.export import BookMetadata, ChapterAudio, export_book
+
+calls = []
+
+def chapter():
+    calls.append(1)
+    if len(calls) == 3:  # the write pass (after two measuring passes): the .part file exists, half written
+        os.kill(os.getpid(), signal.SIGKILL)
+    return np.full(16000, 0.1, np.float32)
+
+export_book([ChapterAudio("One", chapter), ChapterAudio("Two", chapter)], sys.argv[1], fmt=sys.argv[2],
+            metadata=BookMetadata("Book"))
+"""
+
+
+def _wait_for_group_exit(pgid: int) -> None:
+    import time
+
+    for _ in range(1200):  # at most ~60 s (a container without an init may keep a zombie in the group)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "m4b"])
+def test_export_after_a_kill_9_removes_the_partial_file_it_left(tmp_path, fmt):
+    from engine.book.export import BookMetadata, ChapterAudio, export_book
+
+    dest = tmp_path / f"book.{fmt}"
+    killed = subprocess.Popen([sys.executable, "-c", _EXPORT_THEN_DIE, dest, fmt], cwd=ROOT, start_new_session=True,
+                              env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert killed.wait(timeout=120) == -signal.SIGKILL
+    _wait_for_group_exit(killed.pid)  # the orphaned ffmpeg (m4b) finishes writing its .part file first
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".book.{fmt}.") and left[0].endswith(".part")  # what kill -9 left
+    (tmp_path / "notes.part").write_bytes(b"someone else's")  # not ours: stays
+    export_book([ChapterAudio("One", lambda: np.full(16000, 0.1, np.float32))], dest, fmt=fmt,
+                metadata=BookMetadata("Book"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dest.name, "notes.part"])
