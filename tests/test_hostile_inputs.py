@@ -510,3 +510,30 @@ def test_export_after_a_kill_9_removes_the_partial_file_it_left(tmp_path, fmt):
     export_book([ChapterAudio("One", lambda: np.full(16000, 0.1, np.float32))], dest, fmt=fmt,
                 metadata=BookMetadata("Book"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dest.name, "notes.part"])
+
+
+@pytest.mark.slow
+def test_out_of_memory_in_the_engine_thread_fails_the_job_and_the_engine_stays_usable(tiny_models, tmp_path,
+                                                                                          monkeypatch):
+    import torch
+
+    from engine.config import ModelChoice, SamplingParams
+    from engine.session import EngineSession, ExportAudio, Exported, Failed, Generate, LoadModels, ModelsLoaded
+    from engine_events import EventRecorder
+
+    recorder = EventRecorder((ModelsLoaded, Failed, Exported))
+    session = EngineSession(emit=recorder)
+    session.start()
+    try:
+        session.submit(LoadModels(ModelChoice(lm=str(tiny_models["lm"]), codec=str(tiny_models["codec"]), device="cpu")))
+        assert isinstance(recorder.final(), ModelsLoaded)
+        monkeypatch.setattr(torch.nn.functional, "linear", _fail_like_a_full_memory("cuda"))
+        session.submit(Generate("g1", "Hello there.", None, SamplingParams(seed=1)))
+        failed = recorder.final()
+        assert isinstance(failed, Failed) and failed.request_id == "g1"
+        assert failed.message.startswith("Out of memory (the GPU's)") and "4-bit" in failed.message
+        monkeypatch.undo()
+        session.submit(ExportAudio("e1", np.zeros(1600, np.float32), tmp_path / "ok.wav"))
+        assert isinstance(recorder.final(), Exported)  # the engine thread lives on
+    finally:
+        assert session.shutdown(timeout=60)
