@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -27,6 +26,8 @@ def run(*args, fsize_limit: int | None = None, timeout: float = 300) -> subproce
     """main.py with `args`; fsize_limit (bytes) makes every larger file write fail as on a full disk."""
 
     def limit() -> None:
+        import resource  # POSIX only
+
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of killing us
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
 
