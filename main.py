@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\ninterrupted: nothing was written.", file=sys.stderr)
+        print("\n" + getattr(args, "interrupted", "interrupted: nothing was written."), file=sys.stderr)
         return 130
     return 0
 

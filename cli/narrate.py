@@ -46,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     narrate.add_argument("--out", type=Path, help="export destination: a file, or a folder with --per-chapter")
     narrate.add_argument("--subtitles", help="with --export: also write timing sidecars beside each file, one cue per "
                          "segment: any of srt,vtt,json (comma-separated)")
-    narrate.set_defaults(run=_run_narrate)
+    narrate.set_defaults(run=_run_narrate, interrupted="interrupted: the finished segments are kept; run the same "
+                         "command to resume.")
 
 
 _NARRATE_SETTINGS = ("lm", "codec", "quant", "seed", "temperature", "top_p", "top_k", "repetition_penalty", "candidates",
@@ -85,7 +86,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
 
     from engine.book.importer import import_book
     from engine.config import SamplingParams
-    from engine.errors import InputTextError, ProjectError, SettingsError
+    from engine.errors import EngineError, InputTextError, ProjectError, SettingsError, out_of_memory_as_error
     from engine.book.narration import narrate, parse_chapter_spec
     from engine.book.project import PROJECT_FILE, NarrationProject, NarrationSettings
     from engine.voices import VoiceLibrary
@@ -160,12 +161,14 @@ def _run_narrate(args: argparse.Namespace) -> None:
         from engine.speech.synth import Synthesizer
 
         status("Loading models…")
-        synthesizer = Synthesizer.load(settings.model_choice(args.device), with_encoder=clip is not None)
+        with out_of_memory_as_error("loading the models"):
+            synthesizer = Synthesizer.load(settings.model_choice(args.device), with_encoder=clip is not None)
         for notice in synthesizer.notices:
             status(notice)
         if creating:
             if clip is not None:
-                voice = synthesizer.encode_reference(clip, args.ref_text)
+                with out_of_memory_as_error("encoding the reference clip"):
+                    voice = synthesizer.encode_reference(clip, args.ref_text)
                 saved = library.add("Narrator", clip.samples, voice.transcript, voice.codes, settings.codec)
             project = _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint, cast)
         elif chapters is not None:
@@ -178,7 +181,12 @@ def _run_narrate(args: argparse.Namespace) -> None:
         render = VerifierModels().renderer(project, args.device)
     progress = _NarrationProgressLine()
     try:
-        result = narrate(project, synthesizer, on_progress=progress, **({"render": render} if render else {}))
+        with out_of_memory_as_error("narrating"):
+            result = narrate(project, synthesizer, on_progress=progress, **({"render": render} if render else {}))
+    except EngineError as error:  # out of memory, a full disk: what is finished stays, the same command resumes
+        progress.end()
+        raise type(error)(f"{error} The finished segments are kept in {args.project}; run the same command to "
+                          "resume.") from error
     except KeyboardInterrupt:
         progress.end()
         status(f"Stopped: the finished segments are kept in {args.project}; run the same command to resume.")

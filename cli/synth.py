@@ -53,7 +53,7 @@ def _run_synth(args: argparse.Namespace) -> None:
     from engine.audio.clip import check_output_path, load_reference
     from engine.audio.devices import StreamPlayer
     from engine.config import ModelChoice, SamplingParams
-    from engine.errors import InputTextError, SettingsError
+    from engine.errors import InputTextError, SettingsError, out_of_memory_as_error
     from engine.speech.synth import Synthesizer, read_text_file
 
     # Everything that can be checked without models is checked first: bad input fails in milliseconds.
@@ -88,10 +88,12 @@ def _run_synth(args: argparse.Namespace) -> None:
 
     choice = ModelChoice(lm=args.lm, codec=args.codec, quantization=args.quant, device=args.device)
     status("Loading models…")
-    synthesizer = Synthesizer.load(choice, with_encoder=clip is not None)
+    with out_of_memory_as_error("loading the models"):
+        synthesizer = Synthesizer.load(choice, with_encoder=clip is not None)
     for notice in synthesizer.notices:
         status(notice)
-    voice = synthesizer.encode_reference(clip, args.ref_text) if clip else saved.to_voice() if saved else None
+    with out_of_memory_as_error("encoding the reference clip"):
+        voice = synthesizer.encode_reference(clip, args.ref_text) if clip else saved.to_voice() if saved else None
     if voice is None:
         status("No reference clip: the model picks a random voice.")
     picker = _best_of_picker(args, synthesizer, voice, clip) if args.candidates > 1 else None
@@ -99,7 +101,8 @@ def _run_synth(args: argparse.Namespace) -> None:
         if player:
             player.start()
             status("Generating and playing…")
-        result = _render_to_file(args, synthesizer, text, voice, params, player, picker)
+        with out_of_memory_as_error("generating speech"):
+            result = _render_to_file(args, synthesizer, text, voice, params, player, picker)
         if player:
             player.finish()
             player.wait()

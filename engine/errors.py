@@ -3,6 +3,9 @@
 The CLI prints ``str(error)`` on one line and exits with code 2; the GUI shows it in a dialog.
 Anything that is not an ``EngineError`` is a bug and is logged with its traceback.
 """
+import contextlib
+import sys
+from collections.abc import Iterator
 
 
 class EngineError(Exception):
@@ -88,7 +91,34 @@ def is_out_of_memory(error: BaseException) -> bool:
 
     Recognised by type name and message so this module needs no torch import.
     """
-    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+    if isinstance(error, (MemoryError, OutOfMemoryError)) or type(error).__name__ == "OutOfMemoryError":
         return True
-    return isinstance(error, RuntimeError) and (
-        "DefaultCPUAllocator: can't allocate" in str(error) or "CUDA out of memory" in str(error))
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("DefaultCPUAllocator: can't allocate" in text
+                                                or "CUDA out of memory" in text or "MPS backend out of memory" in text)
+
+
+def out_of_memory_error(error: BaseException, doing: str) -> OutOfMemoryError:
+    """The user-facing error for an out-of-memory `error` raised while `doing` (e.g. "loading the models").
+
+    Also returns the GPU's cached blocks to the driver, so the next job (a smaller one) can run.
+    """
+    if isinstance(error, OutOfMemoryError):
+        return error
+    torch = sys.modules.get("torch")
+    gpu = type(error).__name__ == "OutOfMemoryError" or "CUDA" in str(error) or "MPS" in str(error)
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    where = "the GPU's" if gpu else "the computer's"
+    return OutOfMemoryError(f"Out of memory ({where}) while {doing}: {OUT_OF_MEMORY_ADVICE}.")
+
+
+@contextlib.contextmanager
+def out_of_memory_as_error(doing: str) -> Iterator[None]:
+    """Turn an out-of-memory failure inside the block into OutOfMemoryError (one line, with advice)."""
+    try:
+        yield
+    except Exception as error:  # MemoryError, torch.OutOfMemoryError, RuntimeError("DefaultCPUAllocator ...")
+        if not is_out_of_memory(error):
+            raise
+        raise out_of_memory_error(error, doing) from error

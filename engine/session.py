@@ -27,7 +27,9 @@ import numpy as np
 from engine.audio.clip import SAMPLE_RATE
 from engine.config import ModelChoice, SamplingParams
 from engine.text.plan import TextOptions
-from engine.errors import CancelledError, EngineError, InputTextError, ReferenceAudioError
+from engine.errors import (
+    CancelledError, EngineError, InputTextError, ReferenceAudioError, is_out_of_memory, out_of_memory_error,
+)
 from engine.book.quality import VerifierModels
 from engine.verify.scoring import DEFAULT_ASR
 from engine.events import (  # noqa: F401 (re-exported)
@@ -201,6 +203,10 @@ class EngineSession:
             except EngineError as error:
                 self._emit(Failed(request_id, str(error)))
             except Exception as error:
+                if is_out_of_memory(error):  # the engine stays usable: the GPU cache is freed, a smaller job can run
+                    log.warning("Out of memory in engine job %s: %s", type(job).__name__, error)
+                    self._emit(Failed(request_id, str(out_of_memory_error(error, "running the job"))))
+                    continue
                 log.exception("Unexpected error in engine job %s", type(job).__name__)
                 message = f"Unexpected error: {type(error).__name__}: {error} — details are in the log."
                 self._emit(Failed(request_id, message))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -27,6 +26,8 @@ def run(*args, fsize_limit: int | None = None, timeout: float = 300) -> subproce
     """main.py with `args`; fsize_limit (bytes) makes every larger file write fail as on a full disk."""
 
     def limit() -> None:
+        import resource  # POSIX only
+
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of killing us
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
 
@@ -98,6 +99,7 @@ def test_no_hand_written_temp_file_dance_outside_the_helper():
     assert not offenders, offenders
 
 
+@pytest.mark.slow
 def test_synth_out_on_a_full_disk_is_one_error_line_and_no_file(tiny_models, tmp_path):
     """Issue item 3: no "Exception ignored from cffi callback" blocks, no temp file left behind."""
     out_dir = tmp_path / "out"
@@ -383,3 +385,156 @@ def test_a_book_without_words_is_refused_before_creating(tmp_path, capsys, name,
     result = call(capsys, "narrate", tmp_path / "project", "--text-file", book, "--voice", voice)
     assert_refused(result, name, "no text to narrate")
     assert not (tmp_path / "project").exists()
+
+
+# ---------------------------------------------------------------- item 9: narrate into a full disk
+
+
+@pytest.mark.slow
+def test_narrate_into_a_full_disk_is_one_error_line_and_keeps_the_project(tiny_models, tmp_path):
+    folder = _project(tmp_path, lm=tiny_models["lm"], codec=tiny_models["codec"])
+    before = snapshot(folder)
+    result = run("narrate", folder, "--device", "cpu", fsize_limit=8192)  # a take's FLAC is larger: EFBIG
+    assert_refused(result, "Cannot write", "File too large", "finished segments are kept", "resume")
+    assert snapshot(folder) == before  # no take, no temporary file
+
+
+# ---------------------------------------------------------------- item 11: out of memory
+
+
+def _fail_like_a_full_memory(kind: str):
+    """A replacement for torch.nn.functional.linear (the first op of every forward pass) that fails as memory does.
+
+    "cpu": a real allocation the CPU allocator refuses (2**45 floats = 128 TiB), raising torch's own
+    "DefaultCPUAllocator: can't allocate memory" RuntimeError. "cuda": torch.OutOfMemoryError raised by
+    hand, because there is no CUDA device here to run out of.
+    """
+    import torch
+
+    def linear(*args, **kwargs):
+        if kind == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.7 GiB total)")
+        return torch.empty(2**45)
+
+    return linear
+
+
+@pytest.mark.parametrize("kind", ["cpu", "cuda"])
+def test_out_of_memory_while_generating_is_one_line_with_advice(tiny_models, tmp_path, capsys, monkeypatch, kind):
+    import torch
+
+    monkeypatch.setattr(torch.nn.functional, "linear", _fail_like_a_full_memory(kind))
+    result = call(capsys, "synth", "--lm", tiny_models["lm"], "--codec", tiny_models["codec"], "--text", "Hello.",
+                  "--device", "cpu", "--out", tmp_path / "out.wav")
+    line = assert_refused(result, "Out of memory", "GPU" if kind == "cuda" else "computer", "generating speech",
+                          "smaller model", "4-bit", "shorter text", "close other apps")
+    assert "DefaultCPUAllocator" not in line and list(tmp_path.iterdir()) == []
+
+
+def test_out_of_memory_while_loading_is_one_line_with_advice(tiny_models, tmp_path, capsys, monkeypatch):
+    """MemoryError is what Python raises when loading runs out of memory; raised here from the loader's call."""
+    import transformers
+
+    def from_pretrained(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    result = call(capsys, "synth", "--lm", tiny_models["lm"], "--codec", tiny_models["codec"], "--text", "Hello.",
+                  "--device", "cpu", "--out", tmp_path / "out.wav")
+    assert_refused(result, "Out of memory", "loading the models", "smaller model")
+
+
+def test_out_of_memory_in_narrate_says_the_finished_takes_are_kept(tiny_models, tmp_path, capsys, monkeypatch):
+    import torch
+
+    folder = _with_takes(tmp_path, lm=tiny_models["lm"], codec=tiny_models["codec"])
+    project_json = folder / "project.json"
+    from engine.book.project import NarrationProject
+
+    project = NarrationProject.open(folder)
+    second = [s for _, s in project.segments()][1]
+    DAMAGE["empty"](project.take_path(second))  # one segment to render again; the other stays done
+    before = {k: v for k, v in snapshot(folder).items() if not k.startswith("takes/" + second.id)}
+    monkeypatch.setattr(torch.nn.functional, "linear", _fail_like_a_full_memory("cpu"))
+    result = call(capsys, "narrate", folder, "--device", "cpu")
+    assert_refused(result, "Out of memory", "narrating", "finished segments are kept")
+    assert "nothing was written" not in result.stderr
+    kept = NarrationProject.open(folder)
+    assert kept.status([s for _, s in kept.segments()][0]) == "done"
+    assert project_json.read_bytes() == before["project.json"]
+
+
+# ---------------------------------------------------------------- item 8: kill -9 during an export
+
+
+_EXPORT_THEN_DIE = """
+import os, signal, sys
+import numpy as np
+from engine.book.export import BookMetadata, ChapterAudio, export_book
+
+calls = []
+
+def chapter():
+    calls.append(1)
+    if len(calls) == 3:  # the write pass (after two measuring passes): the .part file exists, half written
+        os.kill(os.getpid(), signal.SIGKILL)
+    return np.full(16000, 0.1, np.float32)
+
+export_book([ChapterAudio("One", chapter), ChapterAudio("Two", chapter)], sys.argv[1], fmt=sys.argv[2],
+            metadata=BookMetadata("Book"))
+"""
+
+
+def _wait_for_group_exit(pgid: int) -> None:
+    import time
+
+    for _ in range(1200):  # at most ~60 s (a container without an init may keep a zombie in the group)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "m4b"])
+def test_export_after_a_kill_9_removes_the_partial_file_it_left(tmp_path, fmt):
+    from engine.book.export import BookMetadata, ChapterAudio, export_book
+
+    dest = tmp_path / f"book.{fmt}"
+    killed = subprocess.Popen([sys.executable, "-c", _EXPORT_THEN_DIE, dest, fmt], cwd=ROOT, start_new_session=True,
+                              env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert killed.wait(timeout=120) == -signal.SIGKILL
+    _wait_for_group_exit(killed.pid)  # the orphaned ffmpeg (m4b) finishes writing its .part file first
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".book.{fmt}.") and left[0].endswith(".part")  # what kill -9 left
+    (tmp_path / "notes.part").write_bytes(b"someone else's")  # not ours: stays
+    export_book([ChapterAudio("One", lambda: np.full(16000, 0.1, np.float32))], dest, fmt=fmt,
+                metadata=BookMetadata("Book"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dest.name, "notes.part"])
+
+
+@pytest.mark.slow
+def test_out_of_memory_in_the_engine_thread_fails_the_job_and_the_engine_stays_usable(tiny_models, tmp_path,
+                                                                                          monkeypatch):
+    import torch
+
+    from engine.config import ModelChoice, SamplingParams
+    from engine.session import EngineSession, ExportAudio, Exported, Failed, Generate, LoadModels, ModelsLoaded
+    from engine_events import EventRecorder
+
+    recorder = EventRecorder((ModelsLoaded, Failed, Exported))
+    session = EngineSession(emit=recorder)
+    session.start()
+    try:
+        session.submit(LoadModels(ModelChoice(lm=str(tiny_models["lm"]), codec=str(tiny_models["codec"]), device="cpu")))
+        assert isinstance(recorder.final(), ModelsLoaded)
+        monkeypatch.setattr(torch.nn.functional, "linear", _fail_like_a_full_memory("cuda"))
+        session.submit(Generate("g1", "Hello there.", None, SamplingParams(seed=1)))
+        failed = recorder.final()
+        assert isinstance(failed, Failed) and failed.request_id == "g1"
+        assert failed.message.startswith("Out of memory (the GPU's)") and "4-bit" in failed.message
+        monkeypatch.undo()
+        session.submit(ExportAudio("e1", np.zeros(1600, np.float32), tmp_path / "ok.wav"))
+        assert isinstance(recorder.final(), Exported)  # the engine thread lives on
+    finally:
+        assert session.shutdown(timeout=60)

@@ -22,7 +22,7 @@ import numpy as np
 from engine.audio.clip import SAMPLE_RATE
 from engine.book.importer import Book
 from engine.config import SamplingParams
-from engine.errors import CancelledError, EngineError, NoSpeechError, ProjectError
+from engine.errors import CancelledError, EngineError, NoSpeechError, OutOfMemoryError, ProjectError
 from engine.book.plan import plan_chapter, plan_segments
 from engine.book.project import (
     DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Segment, TakeRecord,
@@ -162,7 +162,7 @@ def render_segment(
     key = project.take_key(segment)
     try:
         rendered = render(synthesizer, job)
-    except CancelledError:
+    except (CancelledError, OutOfMemoryError):  # stops the run; a failed take would be rendered again anyway
         raise
     except EngineError as error:
         record = TakeRecord(key, take, seed, "failed", 0.0, 0, {}, str(error))

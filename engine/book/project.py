@@ -18,6 +18,7 @@ temporary name and renamed; opening a project removes temporary files and takes 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -182,7 +183,8 @@ class NarrationProject(ProjectEdits):
         check_project_meta(meta, path, FORMAT_VERSION)
         for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR, *(folder / CAST_DIR).glob("*")):
             remove_temp_files(sub)
-        (folder / TAKES_DIR).mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):  # a read-only project still opens
+            (folder / TAKES_DIR).mkdir(exist_ok=True)
         try:
             project = cls(folder, meta)
         except SettingsError as error:
@@ -207,7 +209,8 @@ class NarrationProject(ProjectEdits):
                 self._forget_if_damaged(record)
         for audio in takes.glob("*.flac"):  # audio whose .json was never written: killed in between
             if audio.stem not in self._records:
-                audio.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    audio.unlink(missing_ok=True)
 
     def save(self) -> None:
         """Write project.json atomically."""
@@ -219,7 +222,15 @@ class NarrationProject(ProjectEdits):
             "chapters": [{"title": c.title, "source": c.source, "selected": c.selected, "voice": c.voice,
                           "segments": [s.to_json() for s in c.segments]} for c in self.chapters],
         }
-        write_atomic(self.folder / PROJECT_FILE, _json_bytes(meta))
+        self._write(self.folder / PROJECT_FILE, _json_bytes(meta))
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """write_atomic, with a full disk or a read-only folder as ProjectError (the file stays as it was)."""
+        try:
+            write_atomic(path, data)
+        except OSError as error:
+            raise ProjectError(f"Cannot write {path.name} in the project {self.folder}: {error.strerror or error}. "
+                               "Free some disk space or make the folder writable.") from None
 
     # ---------------------------------------------------------------- segments and takes
 
@@ -295,7 +306,8 @@ class NarrationProject(ProjectEdits):
             return False
         self._records.pop(record.key, None)
         for path in (audio.with_suffix(".json"), audio):
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only project: it stays pending in memory
+                path.unlink(missing_ok=True)
         self.notices.append(f"A take ({audio.name}) was damaged ({problem}); it is pending and will be rendered again.")
         log.warning("Damaged take %s: %s", audio, problem)
         return True
@@ -328,6 +340,6 @@ class NarrationProject(ProjectEdits):
             buffer = io.BytesIO()
             sf.write(buffer, np.clip(np.asarray(audio, np.float32), -1, 1), SAMPLE_RATE, format="FLAC",
                      subtype="PCM_16")
-            write_atomic(takes / f"{record.key}.flac", buffer.getvalue())
-        write_atomic(takes / f"{record.key}.json", _json_bytes(dataclasses.asdict(record) | {"scores": dict(record.scores)}))
+            self._write(takes / f"{record.key}.flac", buffer.getvalue())
+        self._write(takes / f"{record.key}.json", _json_bytes(dataclasses.asdict(record) | {"scores": dict(record.scores)}))
         self._records[record.key] = record

@@ -17,6 +17,8 @@ _TAIL = 4096  # samples read at the end of the file (a truncated FLAC fails to s
 
 def take_audio_problem(path: Path, duration_s: float) -> str | None:
     """Why the take audio at `path` (recorded as `duration_s` seconds long) cannot be used, or None when it is whole."""
+    if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)):
+        return f"its record gives no valid duration ({duration_s!r})"
     try:
         with sf.SoundFile(path) as audio:
             if audio.samplerate != SAMPLE_RATE or audio.channels != 1:

@@ -419,7 +419,7 @@ def budget_for_voice(reference_codes: int, reference_text: str, prompt_overhead:
     reference_codes: number of X-Codec2 codes of the reference (50 per second); 0 for no voice.
     prompt_overhead: prompt tokens besides the reference codes and the segment's own text (chat
     template, instruction, reference transcript). The rate is the reference's own speaking rate,
-    as engine.speech.synth.speech_budget measures it. The segment's text also sits in the prompt; this
+    as engine.speech.render.speech_budget measures it. The segment's text also sits in the prompt; this
     reserves up to one text token per character for it, so a segment of at most
     max_tokens / rate characters always passes speech_budget. Raises TextTooLongError when the
     reference leaves less than one second of speech.
