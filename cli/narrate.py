@@ -57,6 +57,23 @@ def _quality_defaults(given: dict) -> dict:
 
 
 def _run_narrate(args: argparse.Namespace) -> None:
+    """Narrate, holding the project's writer lock from before the first write to the end."""
+    import contextlib
+
+    with contextlib.ExitStack() as held:
+        _narrate(args, held)
+
+
+def _hold_lock(held, folder: Path) -> None:
+    """Take the project's writer lock for the rest of the command; refused (exit 2) when another process has it."""
+    from engine.book.lock import acquire_lock
+
+    lock = held.enter_context(acquire_lock(folder))
+    if lock.notice:
+        status(f"notice: {lock.notice}")
+
+
+def _narrate(args: argparse.Namespace, held) -> None:
     import hashlib
     import secrets
     import tempfile
@@ -96,6 +113,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
             {} if args.seed is not None else {"base_seed": secrets.randbelow(2**31)}))
     else:
         project = NarrationProject.open(args.project)
+        _hold_lock(held, args.project)  # before anything is written (select_chapters, takes)
         if args.text_file is not None and project.fingerprint != fingerprint:
             raise ProjectError(f"{args.project} holds another project ({project.title!r}); choose a new folder, "
                                f"or continue that one with: python main.py narrate {args.project}")
@@ -127,6 +145,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
                 voice = synthesizer.encode_reference(clip, args.ref_text)
                 saved = library.add("Narrator", clip.samples, voice.transcript, voice.codes, settings.codec)
             project = _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint)
+            _hold_lock(held, args.project)
         elif chapters is not None:
             project.select_chapters(chapters)
     render = None

@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.audio.clip import FRAME_RATE, SAMPLE_RATE
 from engine.book.importer import Book
+from engine.book.lock import writes_project
 from engine.config import SamplingParams
 from engine.errors import CancelledError, EngineError, ProjectError
 from engine.book.project import (
@@ -197,6 +198,7 @@ class NarrationResult:
     cancelled: bool  # stopped by the cancel event before the end
 
 
+@writes_project  # one writer per project: ProjectLockedError when another process renders it
 def narrate(
     project: NarrationProject, synthesizer: "Synthesizer", *, chapters: Sequence[int] | None = None,
     segment_ids: Sequence[str] | None = None, render: SegmentRenderer = synthesize_take,

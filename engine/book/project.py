@@ -13,7 +13,8 @@ A take's key is the sha256 of everything that shapes its audio: segment text, vo
 transcript), model and sampling settings, seed and take number. Editing a segment changes its key, so
 exactly that segment is rendered again; setting it back finds the old take. Every file is written to a
 temporary name and renamed; opening a project removes temporary files and takes whose .json is missing
-(a kill -9 between the two renames). No torch here: the GUI opens projects before the engine loads.
+(a kill -9 between the two renames), unless another writer holds the project's lock (engine.book.lock):
+then those files may be its work in progress and are left alone. No torch here: the GUI opens projects before the engine loads.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import numpy as np
 import soundfile as sf
 
 from engine.audio.clip import SAMPLE_RATE
+from engine.book.lock import exclusive
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, ModelChoice, SamplingParams
 from engine.errors import ProjectError, SettingsError, TextTooLongError
 from engine.text.pronunciation import PronunciationRule, apply_pronunciations
@@ -184,7 +186,7 @@ def take_seed(base_seed: int, text: str, take: int) -> int:
 class NarrationProject:
     """An open project folder. Mutating methods save project.json atomically before they return.
 
-    Not safe for two processes at once. Segments are addressed by id; chapters by index.
+    Rendering into it holds its writer lock (engine.book.lock); reading needs none. Segments are addressed by id; chapters by index.
     """
 
     def __init__(self, folder: Path, meta: dict) -> None:
@@ -260,19 +262,23 @@ class NarrationProject:
             raise ProjectError(f"{path} is not a Llasa Studio narration project.")
         if not isinstance(meta.get("version"), int) or meta["version"] > FORMAT_VERSION:
             raise ProjectError(f"{folder} was made by a newer Llasa Studio (format {meta.get('version')}); update the app.")
-        for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR):
-            for stray in sub.glob(f".*{TEMP_SUFFIX}"):
-                stray.unlink(missing_ok=True)
-        (folder / TAKES_DIR).mkdir(exist_ok=True)
-        try:
-            project = cls(folder, meta)
-        except (KeyError, TypeError, ValueError) as error:
-            raise ProjectError(f"{path} is damaged ({type(error).__name__}: {error}).") from None
-        project._scan_takes()
+        with exclusive(folder) as no_writer:  # a live writer's temporary files are its work in progress
+            if no_writer:
+                for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR):
+                    for stray in sub.glob(f".*{TEMP_SUFFIX}"):
+                        stray.unlink(missing_ok=True)
+                (folder / TAKES_DIR).mkdir(exist_ok=True)
+            try:
+                project = cls(folder, meta)
+            except (KeyError, TypeError, ValueError) as error:
+                raise ProjectError(f"{path} is damaged ({type(error).__name__}: {error}).") from None
+            project._scan_takes(remove_unfinished=no_writer)
         return project
 
-    def _scan_takes(self) -> None:
+    def _scan_takes(self, remove_unfinished: bool = True) -> None:
         takes = self.folder / TAKES_DIR
+        if not takes.is_dir():
+            return
         for path in takes.glob("*.json"):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -282,7 +288,7 @@ class NarrationProject:
                 continue
             if record.finish_reason == "failed" or (takes / f"{record.key}.flac").is_file():
                 self._records[record.key] = record
-        for audio in takes.glob("*.flac"):  # audio whose .json was never written: killed in between
+        for audio in takes.glob("*.flac") if remove_unfinished else ():  # .json never written: killed in between
             if audio.stem not in self._records:
                 audio.unlink(missing_ok=True)
 
