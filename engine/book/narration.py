@@ -25,7 +25,8 @@ from engine.book.lock import writes_project
 from engine.config import SamplingParams
 from engine.errors import CancelledError, EngineError, ProjectError
 from engine.book.project import (
-    DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Segment, TakeRecord,
+    DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Runtime, Segment,
+    TakeRecord,
 )
 from engine.text.pipeline import Pause, apply_pronunciations, estimate_tokens, normalize, parse_markup, split_text
 from engine.voices import SavedVoice
@@ -211,6 +212,7 @@ def narrate(
     within a token and keeps them. Failed segments are recorded and skipped, not retried.
     ProjectError for an unknown segment id.
     """
+    project.use_runtime(Runtime(synthesizer.lm.device.type, synthesizer.lm.quantization))  # part of take keys
     if segment_ids is not None:
         scope = [_find(project, segment_id) for segment_id in dict.fromkeys(segment_ids)]
     else:

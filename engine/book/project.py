@@ -10,8 +10,15 @@ Layout::
                         reason, duration, codes, scores). The .json is written last: it marks the take done.
 
 A take's key is the sha256 of everything that shapes its audio: segment text, voice (codes and
-transcript), model and sampling settings, seed and take number. Editing a segment changes its key, so
-exactly that segment is rendered again; setting it back finds the old take. Every file is written to a
+transcript), model and sampling settings, seed and take number, and the runtime the takes are rendered
+on: the resolved device type and LM precision ("cpu"/"fp32", "cuda"/"4bit"; the setting "auto" could be
+either). The writer records the runtime in runtime.json before it renders; a project narrated on another
+device or precision sees its earlier takes as pending and renders them again, so a book never mixes
+takes of two runtimes. Projects from before runtime.json have none recorded: their keys are the old
+ones (their takes show as finished) until the next narration records its runtime; from then on those
+old takes are pending, because on which runtime they were made cannot be known (re-rendering is safe;
+mixing is what the key exists to prevent). Editing a segment changes its key, so exactly that segment
+is rendered again; setting it back finds the old take. Every file is written to a
 temporary name and renamed; opening a project removes temporary files and takes whose .json is missing
 (a kill -9 between the two renames), unless another writer holds the project's lock (engine.book.lock):
 then those files may be its work in progress and are left alone. No torch here: the GUI opens projects before the engine loads.
@@ -42,6 +49,7 @@ from engine.voices import AUDIO_NAME, META_NAME, SavedVoice, VoiceLibrary
 
 FORMAT_VERSION = 1
 PROJECT_FILE = "project.json"
+RUNTIME_FILE = "runtime.json"  # {"device": "cpu", "precision": "fp32"}: what the takes are rendered on
 VOICE_DIR = "voice"
 TAKES_DIR = "takes"
 TEMP_SUFFIX = ".tmp"
@@ -134,6 +142,14 @@ class NarrationSettings:
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """Where takes are rendered, as resolved when the models loaded (not the "auto" setting)."""
+
+    device: str  # torch device type: "cpu" | "cuda" | "mps"
+    precision: str  # LM weights: "4bit" | "8bit" | "bf16" | "fp32"
+
+
+@dataclass(frozen=True)
 class Segment:
     """One model call's worth of text and what to do after it."""
 
@@ -204,6 +220,7 @@ class NarrationProject:
         ]
         self.voice: SavedVoice = VoiceLibrary(self.folder).get(VOICE_DIR)
         self._records: dict[str, TakeRecord] = {}
+        self.runtime: Runtime | None = self._read_runtime()  # None: a project from before runtime.json
         self._voice_hash = hashlib.sha256(
             json.dumps([list(self.voice.codes), self.voice.transcript]).encode()).hexdigest()
 
@@ -326,10 +343,28 @@ class NarrationProject:
         ci, si = self.segment(segment_id)
         return self.chapters[ci].segments[si]
 
+    def _read_runtime(self) -> Runtime | None:
+        try:
+            data = json.loads((self.folder / RUNTIME_FILE).read_text(encoding="utf-8"))
+            return Runtime(str(data["device"]), str(data["precision"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ProjectError(f"{self.folder / RUNTIME_FILE} is damaged ({error}); delete it and narrate again "
+                               "(finished takes are rendered again).") from None
+
+    def use_runtime(self, runtime: Runtime) -> None:
+        """Render on `runtime` from now on (the writer calls this before rendering; saved in runtime.json)."""
+        if runtime != self.runtime:
+            atomic_write(self.folder / RUNTIME_FILE, _json_bytes(dataclasses.asdict(runtime)))
+            self.runtime = runtime
+
     def take_key(self, segment: Segment, take: int | None = None) -> str:
         take = segment.chosen if take is None else take
         identity = {"text": segment.text, "voice": self._voice_hash, "settings": self.settings.audio_fields(),
                     "seed": self.take_seed(segment, take), "take": take}
+        if self.runtime is not None:
+            identity["runtime"] = dataclasses.asdict(self.runtime)
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def take_seed(self, segment: Segment, take: int | None = None) -> int:
@@ -341,6 +376,7 @@ class NarrationProject:
 
     def reload_record(self, segment: Segment, take: int | None = None) -> TakeRecord | None:
         """record(), re-read from disk: for a take another NarrationProject (the engine's) has written."""
+        self.runtime = self._read_runtime()  # the writer may have rendered on another runtime
         key = self.take_key(segment, take)
         takes = self.folder / TAKES_DIR
         try:
