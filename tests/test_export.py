@@ -18,7 +18,7 @@ from engine.errors import CancelledError, ExportError, OutputFileError
 from engine.book.export import BookMetadata, ChapterAudio, chapter_file_name, export_book, export_chapters
 from engine.book.loudness import integrated_loudness, limit_peaks
 
-imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+import imageio_ffmpeg  # a runtime dependency (pyproject.toml): never skipped
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 RATE = 16000
 LENGTHS = [2 * RATE, 52_817, 27_203]  # samples: not multiples of any codec frame
