@@ -177,3 +177,17 @@ def test_prompt_matches_the_published_llama_3_2_chat_template(tokenizer, tokens)
         ours = build_prompt(tokenizer, tokens, text, reference_codes=codes, reference_text=ref_text)
         assert tokenizer.decode(ours) == rendered
         assert ours == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+def test_the_tiny_tokenizer_has_llasas_real_id_layout(tokenizer, tokens):
+    """Llasa-1B's ids (Llama-3 tokenizer + 8 tags + 65,536 speech tokens), as the model card lists them."""
+    ids = tokenizer.convert_tokens_to_ids
+    assert len(tokenizer) == 193_800
+    assert (ids("<|begin_of_text|>"), ids("<|start_header_id|>"), ids("<|end_header_id|>"), ids("<|eot_id|>")) == (
+        128_000, 128_006, 128_007, 128_009)
+    assert ids("<|reserved_special_token_247|>") == 128_255
+    assert [ids(tag) for tag in LLASA_TAGS] == list(range(128_256, 128_264))
+    assert (ids("<|s_0|>"), ids("<|s_65535|>")) == (128_264, 193_799)
+    assert (tokens.speech_start_id, tokens.end_id, tokens.first_speech_id, tokens.eot_id) == (
+        128_260, 128_261, 128_264, 128_009)
+    assert max(tokenizer("Hello world, 1984!", add_special_tokens=False)["input_ids"]) < 128_000  # text: BPE ids
