@@ -18,6 +18,7 @@ from app.player import PlayerWidget
 from app.production_tabs import production_tabs
 from app.segment_table import STATUS_TEXT, SegmentTable, score_tip
 from app.voice_library_view import named, named_button, row
+from engine.book.lock import ProjectLock, acquire_lock
 from engine.errors import EngineError
 from engine.book.project import PENDING, NarrationProject, Segment
 
@@ -37,6 +38,7 @@ class ProjectWindow(QMainWindow):
         super().__init__(parent, Qt.WindowType.Window)
         self.bridge, self.project, self.library = bridge, project, library
         self._run_id: str | None = None  # the narrate run in progress
+        self._lock: ProjectLock | None = None  # the project's writer lock, held while narrating
         self._export_id: str | None = None
         self._rendering: str | None = None  # the segment being rendered
         self._eta: float | None = None
@@ -266,6 +268,13 @@ class ProjectWindow(QMainWindow):
             self._start(None)
 
     def _start(self, segment_ids: tuple[str, ...] | None) -> None:
+        try:  # one writer per project: refused while a `narrate` command (or another app) renders it
+            self._lock = acquire_lock(self.project.folder)
+        except EngineError as error:
+            self.show_error(str(error))
+            return
+        if self._lock.notice:
+            self.statusBar().showMessage(self._lock.notice, 10_000)
         self._eta = None
         self._run_id = self.bridge.narrate(self.project.folder, segment_ids=segment_ids)
         self.statusBar().showMessage("Narrating…")
@@ -286,7 +295,13 @@ class ProjectWindow(QMainWindow):
             self.bridge.cancel(self._run_id)  # only this window's narration: other jobs keep running
             self.statusBar().showMessage("Stopping…")
 
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def _end_run(self, message: str) -> None:
+        self._release_lock()
         self._run_id, self._rendering, self._eta = None, None, None
         for _, segment in self.project.segments(list(range(len(self.project.chapters)))):
             if self.project.status(segment) == PENDING:  # anything the last events did not cover
@@ -359,6 +374,7 @@ class ProjectWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
         for request_id in (self._run_id, self._export_id):  # this window's jobs only
             self.bridge.cancel(request_id)
+        self._release_lock()  # a cancelled narration still running holds the lock itself until it ends
         self.player.stop()
         for signal, slot in self._bridge_slots():
             try:

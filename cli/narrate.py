@@ -80,6 +80,23 @@ def _check_verifiers(settings) -> None:
 
 
 def _run_narrate(args: argparse.Namespace) -> None:
+    """Narrate, holding the project's writer lock from before the first write to the end."""
+    import contextlib
+
+    with contextlib.ExitStack() as held:
+        _narrate(args, held)
+
+
+def _hold_lock(held, folder: Path) -> None:
+    """Take the project's writer lock for the rest of the command; refused (exit 2) when another process has it."""
+    from engine.book.lock import acquire_lock
+
+    lock = held.enter_context(acquire_lock(folder))
+    if lock.notice:
+        status(f"notice: {lock.notice}")
+
+
+def _narrate(args: argparse.Namespace, held) -> None:
     import hashlib
     import secrets
     import tempfile
@@ -131,6 +148,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
             dialogue_voice=args.dialogue_voice)
     else:
         project = NarrationProject.open(args.project)
+        _hold_lock(held, args.project)  # before anything is written (select_chapters, takes)
         for notice in project.notices:
             status(f"warning: {notice}")
         if args.text_file is not None and project.fingerprint != fingerprint:
@@ -171,6 +189,7 @@ def _run_narrate(args: argparse.Namespace) -> None:
                     voice = synthesizer.encode_reference(clip, args.ref_text)
                 saved = library.add("Narrator", clip.samples, voice.transcript, voice.codes, settings.codec)
             project = _create_narration(args, synthesizer, book, saved, settings, chapters, fingerprint, cast)
+            _hold_lock(held, args.project)
         elif chapters is not None:
             project.select_chapters(chapters)
     render = None

@@ -10,11 +10,18 @@ cd "$(dirname "$0")/.."
 # Xvfb, XTEST and the xcb libraries run the packaged app in a real X window (tests/test_installer.py).
 PACKAGES="espeak-ng sox libsndfile1 pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins libegl1 libgl1 libglib2.0-0 libx11-6 libxkbcommon0 libfontconfig1 libfreetype6 libdbus-1-3 xvfb libxtst6 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0"
 missing=$(for p in $PACKAGES; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
+missing=$(echo $missing)  # one line, space-separated
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "note: install $missing for the audio and GUI tests (they skip without them)" >&2
+    echo "Missing system packages the tests need: $missing" >&2
+    echo "  Install them as root:  apt-get install $missing   (or run this script as root: it installs them)." >&2
+    if [ -n "${CI:-}" ]; then
+      echo "  CI is set: the tests that need them would fail, so stopping here." >&2
+      exit 1
+    fi
+    echo "  Without them the tests that need them are skipped (with CI set they fail)." >&2
   fi
 fi
 

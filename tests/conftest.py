@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from deps import missing
+
 # Qt widgets run offscreen in tests (a real window is only needed for screenshots, under Xvfb).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -26,7 +28,7 @@ def speech_clip_16k(tmp_path_factory) -> tuple[np.ndarray, Path]:
     the same on every run.
     """
     if not (shutil.which("espeak-ng") and shutil.which("sox")):
-        pytest.skip("needs espeak-ng and sox (apt-get install espeak-ng sox)")
+        missing("needs espeak-ng and sox (apt-get install espeak-ng sox)")
     folder = tmp_path_factory.mktemp("speech")
     raw, path = folder / "speech_22k.wav", folder / "speech_16k.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), SPEECH_TEXT], check=True)

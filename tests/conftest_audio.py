@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from deps import missing
+
 SINK = "llasa_test"
 MONITOR = f"{SINK}.monitor"
 _START_TIMEOUT_S = 20.0
@@ -127,7 +129,7 @@ def pulse_null_sink(tmp_path_factory) -> Iterator[PulseNullSink]:
         with null_sink_server(tmp_path_factory.mktemp("pulse")) as sink:
             yield sink
     except PulseUnavailable as reason:
-        pytest.skip(str(reason))
+        missing(f"PulseAudio: {reason} (apt-get install pulseaudio pulseaudio-utils libportaudio2)")
 
 
 def _check_portaudio_sees_it() -> None:

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from deps import missing
+
 from engine.audio.clip import (
     SAMPLE_RATE,
     ReferenceClip,
@@ -21,7 +23,15 @@ from engine.audio.clip import (
 from engine.errors import OutputFileError, ReferenceAudioError, UnsupportedAudioError
 
 ESPEAK = shutil.which("espeak-ng")
-needs_espeak = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng is not installed")
+needs_espeak = pytest.mark.usefixtures("espeak_installed")  # skips, or fails under CI, without espeak-ng
+
+
+
+@pytest.fixture
+def espeak_installed() -> None:
+    if ESPEAK is None:
+        missing("espeak-ng is not installed (apt-get install espeak-ng)")
+
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -59,7 +69,7 @@ def _level_db(x):
 def speech_16k(tmp_path_factory):
     """One espeak-ng sentence (~3 s) as float32 at 16 kHz, starting and ending in sound."""
     if ESPEAK is None:
-        pytest.skip("espeak-ng is not installed")
+        missing("espeak-ng is not installed (apt-get install espeak-ng)")
     wave = _espeak(SENTENCES[0], tmp_path_factory.mktemp("es") / "s.wav")
     wave = resample(wave, 22_050, SAMPLE_RATE)
     loud = np.flatnonzero(np.abs(wave) > 0.01)
@@ -70,7 +80,7 @@ def speech_16k(tmp_path_factory):
 def long_speech_16k(tmp_path_factory):
     """~25+ s of speech at 16 kHz: sentences separated by 0.5 s pauses, under -60 dBFS noise."""
     if ESPEAK is None:
-        pytest.skip("espeak-ng is not installed")
+        missing("espeak-ng is not installed (apt-get install espeak-ng)")
     folder = tmp_path_factory.mktemp("long")
     parts, pos = [], 0
     for i, text in enumerate(SENTENCES):

@@ -137,10 +137,7 @@ def test_semantic_hidden_states_equal_full_forward_layer_16(speech_clip_16k):
 @pytest.mark.slow
 def test_encode_codes_match_reference(speech_clip_16k, monkeypatch):
     ref = reference_package()
-    try:
-        from engine.codec.model import CodecConfig, XCodec2
-    except ImportError as error:  # pragma: no cover - model.py is written alongside
-        pytest.skip(f"engine.codec.model not available: {error}")
+    from engine.codec.model import CodecConfig, XCodec2
     # Full-size acoustic encoder, semantic encoder, fc_prior and FSQ. w2v-bert keeps the official width
     # (the semantic encoder needs 1024) but is thin and 17 deep; the decoder (unused here) has 1 block.
     small = {"num_hidden_layers": SEMANTIC_LAYER + 1, "intermediate_size": 64, "conv_depthwise_kernel_size": 5}

@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 
 import x11_input
+from deps import missing
 from app.main import APP_NAME, ORGANIZATION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ def test_spec_keeps_every_qt_module_the_app_imports():
 def bundle(tmp_path_factory) -> Path:
     """installer/build.py's Linux bundle (built once for this module)."""
     if importlib.util.find_spec("PyInstaller") is None:
-        pytest.skip("needs PyInstaller (pip install -e '.[build]')")
+        missing("needs PyInstaller (pip install -e '.[build]')")
     if not sys.platform.startswith("linux"):
         pytest.skip("the built-app test runs on Linux")
     out = tmp_path_factory.mktemp("build")
@@ -214,7 +215,7 @@ def _finish(app: subprocess.Popen, home: Path) -> str:
 @pytest.fixture
 def x_display():
     if reason := x11_input.unavailable_reason():
-        pytest.skip(reason)
+        missing(f"{reason} (apt-get install xvfb libxtst6)")
     with x11_input.xvfb() as name:
         display = x11_input.Display(name)
         yield name, display

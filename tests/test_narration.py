@@ -193,3 +193,48 @@ def test_export_whole_book_and_per_chapter(tmp_path, synthesizer, voice):
     assert len(files) == 2 and all(f.parent == chapters for f in files)
     lengths = [sf.info(f).frames for f in files]
     assert sum(lengths) == len(data)
+
+
+def test_the_take_key_holds_the_resolved_device_and_precision(tmp_path, synthesizer, voice):
+    """'auto' may run as fp32 on a CPU or 4-bit on a GPU: the key holds what was resolved, so a resumed
+    project never mixes takes of two runtimes. (No CUDA here: the cuda/4bit runtime is only a key.)"""
+    import hashlib
+
+    from engine.book.narration import render_segment
+    from engine.book.project import Runtime
+
+    project = make_project(tmp_path / "p", synthesizer, voice)
+    first, second = [s for _, s in project.segments()][:2]
+    # A project from before runtime.json keeps the old key: the pre-runtime formula, written out here.
+    voice_hash = hashlib.sha256(json.dumps([list(voice.codes), voice.transcript]).encode()).hexdigest()
+    old = {"text": first.text, "voice": voice_hash, "settings": project.settings.audio_fields(),
+           "seed": project.take_seed(first, 0), "take": 0}
+    assert project.runtime is None
+    assert project.take_key(first) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+    render_segment(project, synthesizer, first.id)  # rendered without a runtime recorded: an "old" take
+    assert project.status(first) == NEEDS_CHECK
+
+    cpu, other_cpu, gpu = Runtime("cpu", "fp32"), Runtime("cpu", "fp32"), Runtime("cuda", "4bit")
+    keys = {}
+    for name, runtime in (("cpu", cpu), ("cpu again", other_cpu), ("gpu", gpu), ("cpu 4bit", Runtime("cpu", "4bit"))):
+        project.use_runtime(runtime)
+        keys[name] = project.take_key(first)
+    assert keys["cpu"] == keys["cpu again"] and len({keys["cpu"], keys["gpu"], keys["cpu 4bit"]}) == 3
+    assert keys["cpu"] != hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+
+    # narrate() records the runtime the models resolved to; the old take is pending under it, rendered again.
+    fresh = NarrationProject.open(project.folder)
+    assert fresh.runtime == Runtime("cpu", "4bit") and fresh.status(first) == PENDING  # the last one recorded
+    result = narrate(fresh, synthesizer, segment_ids=(first.id, second.id))
+    assert result.rendered == 2
+    assert json.loads((project.folder / "runtime.json").read_text()) == {"device": "cpu", "precision": "fp32"}
+    reopened = NarrationProject.open(project.folder)
+    assert reopened.runtime == cpu and reopened.status(first) == reopened.status(second) == NEEDS_CHECK
+    reopened.use_runtime(gpu)  # resumed on a GPU in 4-bit: every take of the CPU run is pending
+    assert reopened.status(first) == reopened.status(second) == PENDING
+    reopened.use_runtime(cpu)  # and back: the CPU takes are found again
+    assert reopened.status(first) == NEEDS_CHECK
+
+    (project.folder / "runtime.json").write_text("[1, 2]")
+    with pytest.raises(ProjectError, match="runtime.json is damaged"):
+        NarrationProject.open(project.folder)

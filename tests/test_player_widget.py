@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pytest
 
+from deps import missing
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from app.player import PlayerWidget, format_time  # noqa: E402
@@ -86,7 +88,7 @@ def test_plays_a_short_clip_or_is_disabled_with_the_reason(qtbot, player, audio_
 
 def test_pause_keeps_the_position(qtbot, player, audio_reason):
     if audio_reason is not None:
-        pytest.skip(f"audio unavailable here: {audio_reason}")
+        missing(f"audio unavailable here: {audio_reason} (PulseAudio and PortAudio: apt-get install pulseaudio libportaudio2)")
     player.set_audio(tone(3.0))
     player.play()
     qtbot.waitUntil(lambda: player.position_s() > 0.2, timeout=5_000)

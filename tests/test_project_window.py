@@ -232,6 +232,22 @@ def test_each_windows_stop_and_close_cancel_only_their_own_job(qtbot, main, tmp_
             release.set()
         assert main.last_take() is not None and main.last_message is None
 
+        # One writer per project: while another process holds the project's lock, Narrate is refused by name.
+        import subprocess
+        import sys
+
+        holder = ("import sys; from engine.book.lock import acquire_lock; lock = acquire_lock(sys.argv[1]); "
+                  "print('held', flush=True); sys.stdin.read(); lock.release()")
+        child = subprocess.Popen([sys.executable, "-c", holder, str(window.project.folder)], text=True,
+                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert child.stdout.readline().strip() == "held"
+            qtbot.mouseClick(window.narrate_button, Qt.MouseButton.LeftButton)
+            assert not window.is_running() and f"is being narrated by PID {child.pid} on host" in window.last_message.text()
+        finally:
+            child.communicate("")
+
         # Closing the project window cancels its queued narration only.
         hold_at(lambda e: isinstance(e, Progress) and e.stage == "generate" and e.done == 25)
         main.generate()

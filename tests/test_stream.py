@@ -23,7 +23,9 @@ from engine.audio.clip import HOP_LENGTH, load_reference
 from engine.codec.model import CodecConfig, XCodec2
 from engine.config import ModelChoice, SamplingParams
 from engine.errors import CancelledError
-from engine.speech.stream import FIRST_CHUNK_FRAMES, StreamingDecoder
+from engine.speech.stream import (
+    CHUNK_FRAMES, CROSSFADE_FRAMES, FIRST_CHUNK_FRAMES, LEFT_CONTEXT_FRAMES, LOOKAHEAD_FRAMES, StreamingDecoder,
+)
 from engine.speech.synth import Synthesizer, Voice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +49,34 @@ def agreement(streamed: np.ndarray, full: np.ndarray) -> tuple[float, float]:
     """(max abs difference, SNR in dB of the streamed audio against the full decode)."""
     error = streamed.astype(np.float64) - full
     return float(np.abs(error).max()), float(10 * np.log10(np.sum(full.astype(np.float64) ** 2) / np.sum(error**2)))
+
+
+def windowed_by_hand(codec: XCodec2, prefix: list[int], codes: list[int], left: int = LEFT_CONTEXT_FRAMES) -> np.ndarray:
+    """A second implementation of the documented scheme, written from stream.py's docstring, not its code.
+
+    Chunk boundaries b[0] = 0, b[k+1] = b[k] + min(CHUNK, max(FIRST, b[k])) while the look-ahead of the
+    next chunk exists; chunk k is one decode of codes [b[k] - left, b[k+1] + FADE + AHEAD) (prefix
+    included), cropped to [b[k], b[k+1] + FADE); its first FADE frames are mixed with the previous
+    window's extra FADE frames with sin^2 weights; the rest (flush) is decoded without look-ahead.
+    """
+    every, p, n, hop = prefix + codes, len(prefix), len(codes), HOP_LENGTH
+    bounds = [0]
+    while n >= (nxt := bounds[-1] + min(CHUNK_FRAMES, max(FIRST_CHUNK_FRAMES, bounds[-1]))) + CROSSFADE_FRAMES + LOOKAHEAD_FRAMES:
+        bounds.append(nxt)
+    chunks = [(b, e, True) for b, e in zip(bounds, bounds[1:])] + ([(bounds[-1], n, False)] if bounds[-1] < n else [])
+    fade = CROSSFADE_FRAMES * hop
+    weight = np.sin(np.pi / 2 * (np.arange(fade) + 0.5) / fade) ** 2  # of the newer window
+    out, carried = np.zeros(n * hop), None
+    for b, e, pushed in chunks:
+        extra, ahead = (CROSSFADE_FRAMES, LOOKAHEAD_FRAMES) if pushed else (0, 0)
+        lo = max(0, p + b - left)
+        wave = codec.decode(torch.tensor(every[lo : p + e + extra + ahead]))[0].double().numpy()
+        piece = wave[(p + b - lo) * hop : (p + e + extra - lo) * hop].copy()
+        if carried is not None:
+            piece[:fade] = carried * (1 - weight) + piece[:fade] * weight
+        out[b * hop : e * hop] = piece[: (e - b) * hop]
+        carried = piece[(e - b) * hop :] if pushed else None
+    return out
 
 
 def random_codes(count: int, seed: int) -> list[int]:
@@ -98,7 +128,11 @@ def test_tiny_codec_streams_close_to_one_full_decode(tiny_models, tiny_codec, sp
     max_diff, snr = agreement(streamed, full)
     peak = np.abs(full).max()
     print(f"tiny streaming: {len(chunks)} chunks, max abs diff {max_diff:.2g} (peak {peak:.2g}), SNR {snr:.1f} dB")
-    assert snr >= 22.0
+    # An independent expectation instead of "the SNR measured here minus a margin": the chunks are exactly
+    # the documented windowed scheme, written out by hand (float32 decode vs float64 mixing: 1e-6). How
+    # close that scheme is to one full decode is the full-size test's figure; this random tiny decoder's
+    # SNR (measured 25.9 dB; 28.1 dB with unbounded history) is printed, not asserted.
+    np.testing.assert_allclose(streamed, windowed_by_hand(tiny_codec, prefix, codes), rtol=0, atol=1e-6)
 
 
 def test_chunks_do_not_depend_on_how_codes_are_pushed(tiny_codec):

@@ -5,7 +5,9 @@ chat, with "<|s_N|>" strings, ``continue_final_message=True``) id for id.
 """
 from __future__ import annotations
 
+import hashlib
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +150,44 @@ def test_prompt_argument_errors(tokenizer, tokens):
         build_prompt(tokenizer, tokens, "Hi.", reference_text="Transcript without audio.")
     with pytest.raises(ValueError):
         build_prompt(tokenizer, tokens, "Hi.", reference_codes=[-1])
+
+
+PUBLISHED_TEMPLATE = Path(__file__).parent / "fixtures" / "meta-llama-Llama-3.2-3B-Instruct.jinja"  # see SOURCE.md
+PUBLISHED_SHA256 = "5816fce10444e03c2e9ee1ef8a4a1ea61ae7e69e438613f3b17b69d0426223a4"
+
+
+def test_prompt_matches_the_published_llama_3_2_chat_template(tokenizer, tokens):
+    """The prompt equals the model card's recipe rendered with meta-llama's own Llama-3.2 Instruct template
+    (tests/fixtures, with its source), not only with the template the tiny model carries."""
+    published = PUBLISHED_TEMPLATE.read_text(encoding="utf-8")
+    assert hashlib.sha256(published.encode()).hexdigest() == PUBLISHED_SHA256  # the stored text is unchanged
+    rng = random.Random(1)
+    codes = [rng.randrange(NUM_SPEECH_CODES) for _ in range(50)]
+    for ref_text, text in (("A chance to leave him alone, but no.", "Hello world."), ("", "你好，世界。")):
+        input_text = f"{ref_text} {text}".strip()
+        chat = [
+            {"role": "user", "content": "Convert the text to speech:<|TEXT_UNDERSTANDING_START|>" + input_text
+             + "<|TEXT_UNDERSTANDING_END|>"},
+            {"role": "assistant", "content": "<|SPEECH_GENERATION_START|>" + "".join(f"<|s_{c}|>" for c in codes)},
+        ]
+        rendered = tokenizer.apply_chat_template(chat, chat_template=published, tokenize=False,
+                                                 continue_final_message=True, date_string=PROMPT_DATE)
+        assert rendered.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+                                   "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>")
+        ours = build_prompt(tokenizer, tokens, text, reference_codes=codes, reference_text=ref_text)
+        assert tokenizer.decode(ours) == rendered
+        assert ours == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+def test_the_tiny_tokenizer_has_llasas_real_id_layout(tokenizer, tokens):
+    """Llasa-1B's ids (Llama-3 tokenizer + 8 tags + 65,536 speech tokens), as the model card lists them."""
+    ids = tokenizer.convert_tokens_to_ids
+    assert len(tokenizer) == 193_800
+    assert (ids("<|begin_of_text|>"), ids("<|start_header_id|>"), ids("<|end_header_id|>"), ids("<|eot_id|>")) == (
+        128_000, 128_006, 128_007, 128_009)
+    assert ids("<|reserved_special_token_247|>") == 128_255
+    assert [ids(tag) for tag in LLASA_TAGS] == list(range(128_256, 128_264))
+    assert (ids("<|s_0|>"), ids("<|s_65535|>")) == (128_264, 193_799)
+    assert (tokens.speech_start_id, tokens.end_id, tokens.first_speech_id, tokens.eot_id) == (
+        128_260, 128_261, 128_264, 128_009)
+    assert max(tokenizer("Hello world, 1984!", add_special_tokens=False)["input_ids"]) < 128_000  # text: BPE ids

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from deps import missing
+
 from engine.errors import ModelFormatError, ModelNotFoundError
 from engine.models.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper
 from engine.verify.scoring import (ErrorCounts, Scores, SpeakerVerifier, Verifiers, WhisperASR, char_errors, edit_counts,
@@ -84,7 +86,7 @@ def tiny_verifiers(tmp_path_factory):
 
 def espeak(text: str, folder) -> np.ndarray:
     if not (shutil.which("espeak-ng") and shutil.which("sox")):
-        pytest.skip("needs espeak-ng and sox")
+        missing("needs espeak-ng and sox (apt-get install espeak-ng sox)")
     raw, path = folder / "raw.wav", folder / "16k.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
     subprocess.run(["sox", "-D", str(raw), "-e", "floating-point", "-b", "32", "-r", "16000", str(path)], check=True)

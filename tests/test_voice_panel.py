@@ -13,6 +13,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.voice_panel import VoicePanel
+from deps import missing
 from engine.audio.clip import SAMPLE_RATE, load_audio, load_reference
 from engine.voices import VoiceLibrary
 
@@ -210,7 +211,7 @@ def null_sink(request):
     try:
         return request.getfixturevalue("pulse_null_sink")
     except pytest.FixtureLookupError:
-        pytest.skip("needs the pulse_null_sink fixture (tests/conftest_audio.py)")
+        missing("needs the pulse_null_sink fixture (tests/conftest_audio.py)")
 
 
 def test_real_recording_through_the_null_sink(null_sink, qtbot, library, speech_clip_16k):

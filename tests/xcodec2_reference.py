@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from deps import missing
+
 
 def _install_shims() -> None:
     if "torchaudio" not in sys.modules:
@@ -30,7 +32,7 @@ def _install_shims() -> None:
         return
     spec = importlib.util.find_spec("torchtune")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("reference code not installed: pip install --no-deps torchtune==0.6.1")
+        missing("reference code not installed: pip install --no-deps torchtune==0.6.1")
     path = Path(list(spec.submodule_search_locations)[0]) / "modules" / "position_embeddings.py"
     file_spec = importlib.util.spec_from_file_location("_torchtune_position_embeddings", path)
     module = importlib.util.module_from_spec(file_spec)
@@ -50,7 +52,7 @@ def reference_package():
         from xcodec2 import modeling_xcodec2
         from xcodec2.vq import codec_decoder_vocos, codec_encoder, module
     except ImportError as error:  # pragma: no cover - depends on the test environment
-        pytest.skip(f"reference xcodec2 not importable ({error}); run scripts/test.sh")
+        missing(f"reference xcodec2 not importable ({error}); run scripts/test.sh")
     return types.SimpleNamespace(
         modeling=modeling_xcodec2, decoder=codec_decoder_vocos, encoder=codec_encoder, module=module
     )

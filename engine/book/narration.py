@@ -21,11 +21,13 @@ import numpy as np
 
 from engine.audio.clip import SAMPLE_RATE
 from engine.book.importer import Book
+from engine.book.lock import writes_project
 from engine.config import SamplingParams
 from engine.errors import CancelledError, EngineError, NoSpeechError, OutOfMemoryError, ProjectError
 from engine.book.plan import plan_chapter, plan_segments
 from engine.book.project import (
-    DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Segment, TakeRecord,
+    DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Runtime, Segment,
+    TakeRecord,
 )
 from engine.text.pipeline import estimate_tokens
 from engine.text.plan import segment_cap
@@ -203,6 +205,7 @@ class NarrationResult:
     cancelled: bool  # stopped by the cancel event before the end
 
 
+@writes_project  # one writer per project: ProjectLockedError when another process renders it
 def narrate(
     project: NarrationProject, synthesizer: "Synthesizer", *, chapters: Sequence[int] | None = None,
     segment_ids: Sequence[str] | None = None, render: SegmentRenderer = synthesize_take,
@@ -215,6 +218,7 @@ def narrate(
     within a token and keeps them. Failed segments are recorded and skipped, not retried.
     ProjectError for an unknown segment id.
     """
+    project.use_runtime(Runtime(synthesizer.lm.device.type, synthesizer.lm.quantization))  # part of take keys
     if segment_ids is not None:
         scope = [_find(project, segment_id) for segment_id in dict.fromkeys(segment_ids)]
     else:

@@ -11,10 +11,18 @@ Layout::
                         reason, duration, codes, scores). The .json is written last: it marks the take done.
 
 A take's key is the sha256 of everything that shapes its audio: segment text, the segment's voice
-(codes and transcript), model and sampling settings, seed and take number. Editing a segment changes its key, so
-exactly that segment is rendered again; setting it back finds the old take. Every file is written to a
+(codes and transcript), model and sampling settings, seed and take number, and the runtime the takes are rendered
+on: the resolved device type and LM precision ("cpu"/"fp32", "cuda"/"4bit"; the setting "auto" could be
+either). The writer records the runtime in runtime.json before it renders; a project narrated on another
+device or precision sees its earlier takes as pending and renders them again, so a book never mixes
+takes of two runtimes. Projects from before runtime.json have none recorded: their keys are the old
+ones (their takes show as finished) until the next narration records its runtime; from then on those
+old takes are pending, because on which runtime they were made cannot be known (re-rendering is safe;
+mixing is what the key exists to prevent). Editing a segment changes its key, so exactly that segment
+is rendered again; setting it back finds the old take. Every file is written to a
 temporary name and renamed; opening a project removes temporary files and takes whose .json is missing
-(a kill -9 between the two renames). No torch here: the GUI opens projects before the engine loads.
+(a kill -9 between the two renames), unless another writer holds the project's lock (engine.book.lock):
+then those files may be its work in progress and are left alone. No torch here: the GUI opens projects before the engine loads.
 """
 from __future__ import annotations
 
@@ -40,10 +48,12 @@ from engine.book.plan import NARRATOR, NARRATOR_NAME, NarrationSettings, Project
 from engine.book.project_schema import check_cover, check_project_meta
 from engine.book.take_audio import take_audio_problem
 from engine.errors import ProjectError, SettingsError
+from engine.book.lock import exclusive
 from engine.voices import AUDIO_NAME, META_NAME, SavedVoice, VoiceLibrary
 
 FORMAT_VERSION = 1
 PROJECT_FILE = "project.json"
+RUNTIME_FILE = "runtime.json"  # {"device": "cpu", "precision": "fp32"}: what the takes are rendered on
 VOICE_DIR = "voice"
 TAKES_DIR = "takes"
 
@@ -55,6 +65,14 @@ log = logging.getLogger("llasa.engine")
 
 def _json_bytes(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where takes are rendered, as resolved when the models loaded (not the "auto" setting)."""
+
+    device: str  # torch device type: "cpu" | "cuda" | "mps"
+    precision: str  # LM weights: "4bit" | "8bit" | "bf16" | "fp32"
 
 
 @dataclass(frozen=True)
@@ -92,7 +110,7 @@ class NarrationProject(ProjectEdits):
     """An open project folder. Mutating methods (engine.book.edits) save project.json atomically before
     they return.
 
-    Not safe for two processes at once. Segments are addressed by id; chapters by index.
+    Rendering into it holds its writer lock (engine.book.lock); reading needs none. Segments are addressed by id; chapters by index.
     """
 
     def __init__(self, folder: Path, meta: dict) -> None:
@@ -114,6 +132,7 @@ class NarrationProject(ProjectEdits):
         self.cast = Cast(self.folder, narrator, meta.get("cast", []))
         self._records: dict[str, TakeRecord] = {}
         self.notices: list[str] = []  # what opening found and repaired (damaged takes), for the user
+        self.runtime: Runtime | None = self._read_runtime()  # None: a project from before runtime.json
 
     # ---------------------------------------------------------------- create / open / save
 
@@ -181,22 +200,26 @@ class NarrationProject(ProjectEdits):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ProjectError(f"{path} is damaged and cannot be read ({error}).") from None
         check_project_meta(meta, path, FORMAT_VERSION)
-        for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR, *(folder / CAST_DIR).glob("*")):
-            remove_temp_files(sub)
-        with contextlib.suppress(OSError):  # a read-only project still opens
-            (folder / TAKES_DIR).mkdir(exist_ok=True)
-        try:
-            project = cls(folder, meta)
-        except SettingsError as error:
-            raise ProjectError(f"{path} is damaged: settings: {error} Repair that entry, or narrate the book "
-                               "into a new project folder.") from None
-        except (KeyError, TypeError, ValueError) as error:
-            raise ProjectError(f"{path} is damaged ({type(error).__name__}: {error}).") from None
-        project._scan_takes()
+        with exclusive(folder) as no_writer:  # a live writer's temporary files are its work in progress
+            if no_writer:
+                for sub in (folder, folder / TAKES_DIR, folder / VOICE_DIR, *(folder / CAST_DIR).glob("*")):
+                    remove_temp_files(sub)
+                with contextlib.suppress(OSError):  # a read-only project still opens
+                    (folder / TAKES_DIR).mkdir(exist_ok=True)
+            try:
+                project = cls(folder, meta)
+            except SettingsError as error:
+                raise ProjectError(f"{path} is damaged: settings: {error} Repair that entry, or narrate the book "
+                                   "into a new project folder.") from None
+            except (KeyError, TypeError, ValueError) as error:
+                raise ProjectError(f"{path} is damaged ({type(error).__name__}: {error}).") from None
+            project._scan_takes(remove_unfinished=no_writer)
         return project
 
-    def _scan_takes(self) -> None:
+    def _scan_takes(self, remove_unfinished: bool = True) -> None:
         takes = self.folder / TAKES_DIR
+        if not takes.is_dir():
+            return
         for path in takes.glob("*.json"):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -207,7 +230,7 @@ class NarrationProject(ProjectEdits):
             if record.finish_reason == "failed" or (takes / f"{record.key}.flac").is_file():
                 self._records[record.key] = record
                 self._forget_if_damaged(record)
-        for audio in takes.glob("*.flac"):  # audio whose .json was never written: killed in between
+        for audio in takes.glob("*.flac") if remove_unfinished else ():  # .json never written: killed in between
             if audio.stem not in self._records:
                 with contextlib.suppress(OSError):
                     audio.unlink(missing_ok=True)
@@ -258,6 +281,22 @@ class NarrationProject(ProjectEdits):
         """The cast voice that speaks a segment; ProjectError when it left the cast."""
         return self.cast.get(segment.voice)
 
+    def _read_runtime(self) -> Runtime | None:
+        try:
+            data = json.loads((self.folder / RUNTIME_FILE).read_text(encoding="utf-8"))
+            return Runtime(str(data["device"]), str(data["precision"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ProjectError(f"{self.folder / RUNTIME_FILE} is damaged ({error}); delete it and narrate again "
+                               "(finished takes are rendered again).") from None
+
+    def use_runtime(self, runtime: Runtime) -> None:
+        """Render on `runtime` from now on (the writer calls this before rendering; saved in runtime.json)."""
+        if runtime != self.runtime:
+            self._write(self.folder / RUNTIME_FILE, _json_bytes(dataclasses.asdict(runtime)))
+            self.runtime = runtime
+
     def take_key(self, segment: Segment, take: int | None = None) -> str:
         """The key of a take: covers text, the segment's voice, audio settings, seed and take number.
         A locked segment's chosen take keeps the key it was locked with."""
@@ -266,6 +305,8 @@ class NarrationProject(ProjectEdits):
             return segment.locked
         identity = {"text": segment.text, "voice": self.voice_of(segment).fingerprint,
                     "settings": self.settings.audio_fields(), "seed": self.take_seed(segment, take), "take": take}
+        if self.runtime is not None:
+            identity["runtime"] = dataclasses.asdict(self.runtime)
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def take_seed(self, segment: Segment, take: int | None = None) -> int:
@@ -277,6 +318,7 @@ class NarrationProject(ProjectEdits):
 
     def reload_record(self, segment: Segment, take: int | None = None) -> TakeRecord | None:
         """record(), re-read from disk: for a take another NarrationProject (the engine's) has written."""
+        self.runtime = self._read_runtime()  # the writer may have rendered on another runtime
         key = self.take_key(segment, take)
         takes = self.folder / TAKES_DIR
         try:

@@ -1,9 +1,12 @@
 """A tiny random Llasa LM on disk, in the official layout, for tests and `main.py dev tiny-models`.
 
 Same shape of files as HKUSTAudio/Llasa-*: config.json + model.safetensors (LlamaForCausalLM, tied
-embeddings) and a Llama-3-style byte-level BPE tokenizer with the Llama-3 control tokens, the 8 Llasa
-tags and the 65,536 speech tokens ``<|s_N|>`` as contiguous added tokens, plus a Llama-3.2-Instruct-style
-chat template. Only the sizes are tiny; every id is derived the same way as for the real model.
+embeddings) and a Llama-3-style byte-level BPE tokenizer with Llasa's real id layout: the BPE's ids
+0..127,999 (a tiny trained BPE, padded with entries no text produces), Llama-3.2's 256 special tokens
+at 128,000..128,255 (<|begin_of_text|> 128000, <|eot_id|> 128009, the rest reserved), the 8 Llasa tags
+at 128,256..128,263 and the 65,536 speech tokens ``<|s_N|>`` at 128,264..193,799 (vocabulary 193,800),
+plus a Llama-3.2-Instruct-style chat template (checked against the published one in
+tests/test_tokens_prompt.py). Only the layer sizes are tiny.
 """
 from __future__ import annotations
 
@@ -15,6 +18,13 @@ BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
 EOT = "<|eot_id|>"
 LLAMA_SPECIALS = (BOS, EOS, "<|start_header_id|>", "<|end_header_id|>", EOT)
+LLAMA3_BPE_SIZE = 128_000  # ids of Llama-3's byte-level BPE; its special tokens follow
+# Llama-3.2's 256 special tokens (ids 128,000..128,255) in order; the unnamed ones are reserved.
+_NAMED = {0: BOS, 1: EOS, 4: "<|finetune_right_pad_id|>", 6: "<|start_header_id|>", 7: "<|end_header_id|>",
+          8: "<|eom_id|>", 9: EOT, 10: "<|python_tag|>"}
+LLAMA3_SPECIAL_TOKENS = tuple(
+    _NAMED.get(i) or f"<|reserved_special_token_{i - 2 - sum(k < i for k in _NAMED if k > 1)}|>" for i in range(256)
+)
 
 # The pre-tokenizer split of Llama 3 (tiktoken's cl100k pattern).
 LLAMA3_SPLIT = (
@@ -90,8 +100,19 @@ def _build_tokenizer():
         vocab_size=640, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     tok.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
-    # Added after the base vocabulary, in the real model's order: Llama-3 controls, Llasa tags, speech.
-    tok.add_special_tokens(list(LLAMA_SPECIALS))
+    # Llama-3's id layout: the BPE fills ids 0..127,999 (here a tiny BPE, its unused ids padded with
+    # entries no text ever produces), Llama-3's 256 special tokens are 128,000..128,255, then Llasa's
+    # 8 tags (128,256..128,263) and the 65,536 speech tokens (128,264..193,799): vocabulary 193,800.
+    import json
+
+    model = json.loads(tok.to_str())["model"]
+    vocab = dict(model["vocab"])
+    vocab.update({f"<|unused_bpe_{i}|>": i for i in range(len(vocab), LLAMA3_BPE_SIZE)})
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    padded = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    padded.pre_tokenizer, padded.decoder = tok.pre_tokenizer, tok.decoder
+    tok = padded
+    tok.add_special_tokens(list(LLAMA3_SPECIAL_TOKENS))
     tok.add_special_tokens(list(LLASA_TAGS))
     tok.add_special_tokens([speech_token(c) for c in range(NUM_SPEECH_CODES)])
     tok.post_processor = processors.TemplateProcessing(
@@ -101,7 +122,7 @@ def _build_tokenizer():
 
 
 def write_tiny_lm(folder: Path, seed: int = 0) -> None:
-    """Write a tiny random Llasa LM (about 17 MB, fp32) to ``folder``: weights, config, tokenizer.
+    """Write a tiny random Llasa LM (about 64 MB, fp32: 193,800 x 64 tied embeddings) to ``folder``.
 
     Loads offline with ``AutoTokenizer``/``AutoModelForCausalLM.from_pretrained(folder)``.
     The same ``seed`` gives the same weights.
