@@ -277,9 +277,10 @@ class AudioWriter:
 
     The format follows the extension (.wav and .flac: 16-bit PCM; .ogg: Vorbis; .mp3 when this
     libsndfile can encode it); samples are clipped to [-1, 1]. Pieces go to a temporary file next to
-    `path` (engine.audio.atomic.atomic_path), opened by name so that libsndfile reports write errors
-    itself (a Python file object would print "Exception ignored from cffi callback" noise instead);
-    close() syncs and renames it over `path`; abort() — or leaving a `with` block by an exception —
+    `path` (engine.audio.atomic.atomic_path) through _QuietFile, which keeps the OSError of a failed
+    write (full disk, file too large) to report it instead of libsndfile's "System error." and never
+    raises inside soundfile's cffi callbacks (that prints "Exception ignored" tracebacks); close()
+    syncs and renames the file over `path`; abort() — or leaving a `with` block by an exception —
     removes it. Raises UnsupportedAudioError for an unknown extension and OutputFileError when the file
     cannot be written.
     """
@@ -289,24 +290,26 @@ class AudioWriter:
         fmt = _output_format(self.path)
         self.frames = 0  # samples per channel written so far
         self._target = atomic_path(self.path)
-        self._file = None
+        self._file = self._raw = None
         try:
             tmp = self._target.__enter__()
         except OSError as e:
             self._target = None
             raise self._error(e) from e
         try:
-            self._file = sf.SoundFile(tmp, "w", int(sample_rate), channels, fmt[1], format=fmt[0])
+            self._raw = _QuietFile(tmp)
+            self._file = sf.SoundFile(self._raw, "w", int(sample_rate), channels, fmt[1], format=fmt[0])
         except BaseException as e:
             self.abort()
             raise self._error(e) from e
 
     def _error(self, e: BaseException) -> BaseException:
+        if self._raw is not None and self._raw.error is not None:
+            e = self._raw.error  # what the disk said, not libsndfile's "System error."
         if isinstance(e, OSError):
             return OutputFileError(f"Cannot write {self.path}: {e.strerror or e}; choose another folder or name.")
         if isinstance(e, (sf.LibsndfileError, RuntimeError)):
-            return OutputFileError(f"Cannot write {self.path}: {e} (is the disk full?); choose another folder or "
-                                   "free some space.")
+            return OutputFileError(f"Cannot write {self.path}: encoder failed ({e}).")
         return e
 
     def write(self, wave: np.ndarray) -> None:
@@ -325,6 +328,9 @@ class AudioWriter:
         """Finish the file and put it in place; returns its path."""
         try:
             self._file.close()
+            if self._raw.error is not None:
+                raise self._raw.error
+            self._raw.close()
             target, self._target = self._target, None
             target.__exit__(None, None, None)  # sync, keep the mode, rename (the temp file is gone on failure)
         except BaseException as e:
@@ -337,6 +343,8 @@ class AudioWriter:
         if self._file is not None and not self._file.closed:
             with contextlib.suppress(sf.LibsndfileError, RuntimeError, OSError):
                 self._file.close()
+        if self._raw is not None:
+            self._raw.close()
         target, self._target = self._target, None
         if target is not None:
             reason = OutputFileError("write aborted")
@@ -350,6 +358,37 @@ class AudioWriter:
             self.close()
         else:
             self.abort()
+
+
+class _QuietFile:
+    """A binary file for soundfile's virtual I/O that never raises inside its cffi callbacks: a failed
+    write is kept in `error` and reported as a short write, so libsndfile stops and AudioWriter raises it."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "r+b")
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        if self.error is not None:
+            return 0
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            self.error = e
+            return 0
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
