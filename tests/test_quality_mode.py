@@ -169,8 +169,6 @@ def test_quality_project_renders_best_of_n_and_flags(tmp_path, tiny_models, veri
     assert narrated.result.needs_check == sum(project.status(s) == NEEDS_CHECK for s in segments)
 
     # The stored take is the ranking's pick among the N candidates of that seed (same job, run directly).
-    from engine.config import CONTEXT_WINDOW
-    from engine.lm.decoder import FastDecoder
     from engine.speech.synth import Synthesizer
 
     synth = Synthesizer.load(ModelChoice(settings.lm, settings.codec, device="cpu"), with_encoder=False)
@@ -179,8 +177,7 @@ def test_quality_project_renders_best_of_n_and_flags(tmp_path, tiny_models, veri
     job = TakeJob(segment.text, voice.to_voice(), project.settings.sampling(project.take_seed(segment)),
                   segment_cap(segment.text, project.tokens_per_char))
     result = render_best_of(synth, job.text, job.voice, job.params, 2, verifiers,
-                            reference_audio=reference_audio(project), max_new_tokens=job.max_new_tokens,
-                            decoder=FastDecoder(synth.lm, max_batch=2, max_length=CONTEXT_WINDOW))
+                            reference_audio=reference_audio(project), max_new_tokens=job.max_new_tokens)
     record = project.record(segment)
     assert len(result.takes) == 2 and record.codes == len(result.best.codes)
     assert record.scores == flatten_scores(result.best.scores, 2) and record.transcript == result.best.scores.transcript

@@ -7,14 +7,17 @@ wrong, so the message says exactly what to repair. It also keeps the cover insid
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
 
+from engine.book.plan import Segment
 from engine.errors import ProjectError
 
 _STR_SETTINGS = ("lm", "codec", "language")
-_OPTIONAL_STR_SETTINGS = ("quantization", "asr", "speaker")
+_OPTIONAL_STR_SETTINGS = ("quantization", "asr", "speaker", "dialogue_voice")
+SEGMENT_FIELDS = {f.name for f in dataclasses.fields(Segment)}
 _NUMBER_SETTINGS = ("temperature", "top_p", "repetition_penalty", "paragraph_pause", "chapter_pause", "max_error_rate")
 _WHOLE_SETTINGS = ("top_k", "base_seed", "candidates")
 
@@ -113,10 +116,11 @@ def _check_chapters(chapters: Any) -> None:
         _field(chapter, "title", where + ".", "text")
         _field(chapter, "source", where + ".", "text")
         _field(chapter, "selected", where + ".", "true/false")
+        _field(chapter, "voice", where + ".", "text", optional=True)
         for s, segment in enumerate(_field(chapter, "segments", where + ".", "list")):
             at = f"{where}.segments[{s}]"
             _expect(segment, at, "object")
-            unknown = sorted(set(segment) - {"id", "text", "pause_after", "takes", "chosen"})
+            unknown = sorted(set(segment) - SEGMENT_FIELDS)
             if unknown:
                 raise _Damaged(f"{at}.{unknown[0]}", "is not a segment field")
             segment_id = _field(segment, "id", at + ".", "text")
@@ -131,6 +135,12 @@ def _check_chapters(chapters: Any) -> None:
             chosen = _field(segment, "chosen", at + ".", "whole number", optional=True, default=0)
             if takes < 1 or not 0 <= chosen < takes:
                 raise _Damaged(f"{at}.chosen", f"must be a take from 0 to {takes - 1} (takes {takes}), got {chosen}")
+            for key in ("voice", "locked", "planned"):  # a cast voice, a locked take's key, the planner's text
+                _field(segment, key, at + ".", "text", optional=True)
+            if _field(segment, "pause_before", at + ".", "number", optional=True, default=0.0) < 0:
+                raise _Damaged(f"{at}.pause_before", "must be >= 0 seconds")
+            for i, name in enumerate(_field(segment, "user", at + ".", "list", optional=True, default=[])):
+                _expect(name, f"{at}.user[{i}]", "text")
 
 
 def check_project_meta(meta: Any, path: Path, format_version: int) -> None:
@@ -154,6 +164,8 @@ def check_project_meta(meta: Any, path: Path, format_version: int) -> None:
             raise _Damaged("tokens_per_char", "must be more than 0")
         _check_settings(_field(meta, "settings", "", "object"))
         _check_chapters(_field(meta, "chapters", "", "list"))
+        for i, voice in enumerate(_field(meta, "cast", "", "list", optional=True, default=[])):
+            _expect(voice, f"cast[{i}]", "object")
     except _Damaged as damage:
         raise ProjectError(f"{path} is damaged: {damage.where} {damage.problem}. Repair that entry, "
                            "or narrate the book into a new project folder.") from None
