@@ -58,8 +58,9 @@ def narration_settings(settings, candidates: int = 1) -> NarrationSettings:
                              repetition_penalty=settings.repetition_penalty, base_seed=seed, **quality)
 
 
-def ask_export(parent: QWidget, title: str) -> tuple[Path, str, bool] | None:
-    """Format, per-chapter choice and destination (file, or folder per chapter); None when cancelled."""
+def ask_export(parent: QWidget, title: str, start: Path | None = None) -> tuple[Path, str, bool] | None:
+    """Format, per-chapter choice and destination (file, or folder per chapter; the dialogs start in
+    `start`, e.g. the project folder); None when cancelled."""
     dialog = QDialog(parent)
     dialog.setWindowTitle("Export audiobook")
     formats = named(QComboBox(), "Export format", "The audio format to write")
@@ -77,9 +78,9 @@ def ask_export(parent: QWidget, title: str) -> tuple[Path, str, bool] | None:
         return None
     fmt, each = formats.currentData(), per_chapter.isChecked()
     if each:
-        path = QFileDialog.getExistingDirectory(parent, "Export the chapters into")
+        path = QFileDialog.getExistingDirectory(parent, "Export the chapters into", str(start or ""))
     else:
-        path, _ = QFileDialog.getSaveFileName(parent, "Export audiobook", f"{title}.{fmt}", f"{fmt.upper()} (*.{fmt})")
+        path, _ = QFileDialog.getSaveFileName(parent, "Export audiobook", str(Path(start or "") / f"{title}.{fmt}"), f"{fmt.upper()} (*.{fmt})")
         path = path if not path or path.lower().endswith(f".{fmt}") else f"{path}.{fmt}"
     return (Path(path), fmt, each) if path else None
 
