@@ -27,6 +27,12 @@ def app_data_dir() -> Path:
     return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
 
 
+def documents_dir() -> Path:
+    """The user's Documents folder (home when the platform has none): where file dialogs start."""
+    folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return Path(folder) if folder and Path(folder).is_dir() else Path.home()
+
+
 def logs_folder() -> Path:
     """Where the app writes its log files."""
     return app_data_dir() / "logs"
@@ -99,6 +105,9 @@ class AppSettings:
     output_device = _Setting("audio/output_device", int, None)
     voices_folder = _Setting("storage/voices_folder", Path, lambda: app_data_dir() / "voices")
     models_folder = _Setting("storage/models_folder", Path, None)  # None = the Hugging Face cache
+    keep_history = _Setting("storage/keep_history", bool, True)  # keep the take history across sessions
+    last_models_folder = _Setting("model/last_folder", str, None)  # last local model folder that loaded
+    theme = _Setting("ui/theme", str, "auto")  # "auto" (follow the system), "light" or "dark"
 
     def __init__(self, qsettings: QSettings | None = None) -> None:
         self.qsettings = qsettings if qsettings is not None else QSettings()
@@ -107,6 +116,10 @@ class AppSettings:
     def defaults(cls) -> "AppSettings":
         """Read-only view of the default values (backed by an empty store)."""
         return cls(_EmptyStore())  # type: ignore[arg-type]
+
+    def history_folder(self) -> Path:
+        """Where the take history lives: next to the voice library (app data folder by default)."""
+        return Path(self.voices_folder).parent / "history"
 
     def to_model_choice(self) -> ModelChoice:
         """The models to load, as the engine's config (SettingsError when a stored value is invalid)."""
@@ -339,6 +352,13 @@ class SettingsDialog(QDialog):
         form = QFormLayout(page)
         form.addRow("Voices:", self._browse_row(self.voices_edit, "Voices folder"))
         form.addRow("Models:", self._browse_row(self.models_edit, "Models folder"))
+        self.history_check = self._named(QCheckBox("Keep the take history between sessions"), "Keep take history",
+                                         "Takes are kept (audio and list) in the app's data folder")
+        form.addRow(self.history_check)
+        self.theme_combo = self._named(QComboBox(), "Appearance", "Light or dark colours (applies at once)")
+        for key, name in (("auto", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
+            self.theme_combo.addItem(name, key)
+        form.addRow("Appearance:", self.theme_combo)
         return page
 
     # --- values -------------------------------------------------------------------------------
@@ -367,6 +387,8 @@ class SettingsDialog(QDialog):
         self._select(self.output_combo, s.output_device)
         self.voices_edit.setText(str(s.voices_folder))
         self.models_edit.setText("" if s.models_folder is None else str(s.models_folder))
+        self.history_check.setChecked(bool(s.keep_history))
+        self._select(self.theme_combo, s.theme or "auto")
 
     @Slot()
     def restore_defaults(self) -> None:
@@ -389,6 +411,8 @@ class SettingsDialog(QDialog):
             "output_device": self.output_combo.currentData(),
             "voices_folder": self.voices_edit.text().strip(),
             "models_folder": self.models_edit.text().strip(),
+            "keep_history": self.history_check.isChecked(),
+            "theme": self.theme_combo.currentData(),
         }
 
     def validate(self) -> str | None:
@@ -423,12 +447,19 @@ class SettingsDialog(QDialog):
             return
         s = self.settings
         v = self._values()
+        theme_changed = (s.theme or "auto") != v["theme"]
         for key in ("lm", "codec", "quantization", "device", "asr", "temperature", "top_p", "top_k",
-                    "repetition_penalty", "seed", "input_device", "output_device"):
+                    "repetition_penalty", "seed", "input_device", "output_device", "keep_history", "theme"):
             setattr(s, key, v[key])
         s.voices_folder = Path(v["voices_folder"]).expanduser()
         s.models_folder = Path(v["models_folder"]).expanduser() if v["models_folder"] else None
         s.sync()
+        from PySide6.QtWidgets import QApplication
+
+        from app.theme import apply_theme
+
+        if theme_changed:
+            apply_theme(QApplication.instance(), v["theme"])
         self.error_label.clear()
         self.error_label.hide()
         super().accept()

@@ -81,6 +81,7 @@ def load_lm(folder: Path, *, quantization: str | None = None, device: str = "aut
     from the folder. Raises DeviceError (device/precision unavailable) or ModelFormatError (folder
     is not a loadable Llasa LM).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
@@ -93,6 +94,11 @@ def load_lm(folder: Path, *, quantization: str | None = None, device: str = "aut
         model = AutoModelForCausalLM.from_pretrained(
             folder, use_safetensors=True, local_files_only=True, trust_remote_code=False, **options
         )
+    except SafetensorError as error:  # a truncated or corrupt weights file (e.g. an interrupted copy)
+        raise ModelFormatError(
+            f"The Llasa LM in {folder} has a damaged or incomplete weights file ({error}): "
+            "download it again or choose another folder."
+        ) from error
     except (OSError, ValueError, KeyError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFormatError(f"Cannot load the Llasa LM from {folder}: {reason}") from error
