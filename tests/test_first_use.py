@@ -169,6 +169,15 @@ def test_generate_speaks_with_the_clip_on_screen(qtbot, window, tmp_path, speech
     panel.select_voice(UNSAVED)
     assert panel.name_edit.text() == "interview" and panel.waveform.duration_s() == pytest.approx(clip_s)
     assert panel.transcript() == REFERENCE_TEXT
+    # Stop while an edited clip is being encoded: no take is started after the encoding
+    panel.waveform.set_trim_range(0.0, clip_s - 1.0)
+    takes = len(w.history.takes)
+    with qtbot.waitSignal(w.bridge.voice_encoded, timeout=WAIT_MS):
+        w.generate()
+        assert w.is_generating() and w._clip_encode_id is not None
+        qtbot.mouseClick(w.stop_button, Qt.MouseButton.LeftButton)
+    assert not w.is_generating() and len(w.history.takes) == takes
+
     # the random voice is an explicit choice: the editor is empty
     panel.select_voice(None)
     assert panel.waveform.duration_s() == 0 and w.script_view.voice_label.text() == "Voice: Random voice"
