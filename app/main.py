@@ -60,6 +60,9 @@ def run_app(argv: list[str] | None = None) -> int:
     from engine.voices import VoiceLibrary
 
     settings = AppSettings()
+    from app.theme import apply_theme
+
+    apply_theme(app, settings.theme or "auto")
     library = VoiceLibrary(settings.voices_folder)
     bridge = EngineBridge()
     window = MainWindow(bridge, settings, library)

@@ -13,33 +13,40 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
-    QDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget,
+    QApplication, QLabel, QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget,
 )
 
 from app.speed_test import SpeedTest
+from app.confirm import confirm_stop
+from app.placement import place_on_screen
 from app.menus import (
     APP_TITLE, TEXT_SUFFIXES, VOICE_SUFFIX, ask_export_path, ask_text_file, ask_voice_file, build_commands,
     droppable_files,
 )
+from app.model_setup import ModelSetup
+from app.models_banner import ModelsBanner
 from app.player import PlayerWidget
 from app.project_window import ProjectWindows
 from app.resources import app_icon
 from app.script_view import ScriptView
 from app.transcription import AutoTranscriber
-from app.settings import AppSettings, SettingsDialog
-from app.voice_server import VoiceServer
+from app.settings import AppSettings
+from app.take_flow import TakeFlow
+from app.take_history import HistoryPanel, TakeHistory
+from app.voice_choice import VoiceChoice
 from app.voice_panel import VoicePanel
+from app.voice_server import VoiceServer
 from engine.audio import clip as audio
-from engine.audio.clip import SAMPLE_RATE
 from engine.errors import EngineError
 from engine.voices import SavedVoice, VoiceLibrary
 
 log = logging.getLogger("llasa.app")
 
 MEMORY_POLL_MS = 2000
+DEFAULT_SIZE = (1200, 780)  # px: the first window size, shrunk to fit smaller screens
 
 
-class MainWindow(QMainWindow):
+class MainWindow(ModelSetup, TakeFlow, QMainWindow):
     """The app's window. Public pieces for tests and the app: voice_panel, script_view, player, the
     *_action QActions, last_take(); text_edit, count_label, generate_button, stop_button, progress_bar and
     progress_label are the script view's."""
@@ -62,6 +69,14 @@ class MainWindow(QMainWindow):
         self._load_id: str | None = None  # the LoadModels this window asked for last
         self._codec = ""  # the codec the loaded models use (stored with saved voices)
         self._voice: SavedVoice | None = None
+        self._choice = VoiceChoice("random")  # the voice Generate uses: what the voice panel shows
+        self._clip_voice: tuple[str, object] | None = None  # (clip key, engine Voice) of the last encoded clip
+        self._clip_encode_id: str | None = None  # encoding an unsaved clip before a take
+        self._request: dict | None = None  # the take being made: text, voice, seed, sampling
+        self._streaming = False  # the current take's first audio chunk arrived (the player shows it)
+        self._pending_choice = None  # a ModelChoice being loaded: saved to the settings once it loads
+        self._setup_on_failure = False  # a failed load opens the Models dialog (at start-up)
+        self.models_dialog = None  # the open Models dialog, if any
         self._generate_id: str | None = None
         self._encode_id: str | None = None
         self._export_id: str | None = None
@@ -72,6 +87,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self.setMinimumSize(900, 600)
         self.setAcceptDrops(True)
+        self.history = TakeHistory(settings.history_folder(), persist=bool(settings.keep_history))
         self._build_widgets()
         self.projects = ProjectWindows(self, lambda: self._models_ready)  # open narration project windows
         self._build_status_bar()
@@ -85,10 +101,8 @@ class MainWindow(QMainWindow):
         self._memory_timer.setInterval(MEMORY_POLL_MS)
         self._memory_timer.timeout.connect(self._poll_memory)
         geometry = settings.qsettings.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1200, 760)
+        if geometry is None or not self.restoreGeometry(geometry):
+            place_on_screen(self, DEFAULT_SIZE)
         self._update_actions()
 
     # --- construction -------------------------------------------------------------------------
@@ -103,18 +117,34 @@ class MainWindow(QMainWindow):
         self.player = PlayerWidget(self, output_device=self.settings.output_device)
         self.player.setAccessibleName("Player")
         self.player.setMaximumHeight(120)
+        self.history_panel = HistoryPanel(self.history, self)
+        self.history_panel.setAccessibleName("Take history")
+        self.banner = ModelsBanner(self)
+        self.banner.setup_requested.connect(self.open_models_dialog)
 
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.script_view)
+        right.addWidget(self.history_panel)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 2)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.voice_panel)
-        splitter.addWidget(self.script_view)
+        splitter.addWidget(right)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
         splitter.setSizes([440, 760])
         central = QWidget()
         layout = QVBoxLayout(central)
+        layout.addWidget(self.banner)
         layout.addWidget(splitter, 1)
         layout.addWidget(self.player)
         self.setCentralWidget(central)
+        v, sv = self.voice_panel, self.script_view  # keyboard order: voice, text, Generate, player, takes
+        chain = (v.voice_list, v.record_button, v.import_button, v.transcript_edit, v.name_edit, v.save_button,
+                 sv.text_edit, sv.generate_button, sv.stop_button, self.player.play_button,
+                 self.history_panel.take_list)
+        for first, second in zip(chain, chain[1:]):
+            QWidget.setTabOrder(first, second)
 
     def _build_status_bar(self) -> None:
         labels = QLabel("Models not loaded"), QLabel(), QLabel(), QLabel()
@@ -139,12 +169,19 @@ class MainWindow(QMainWindow):
         self.script_view.failed.connect(self.show_error)
         self.voice_panel.encode_requested.connect(self._encode_voice)
         self.voice_panel.voice_selected.connect(self._on_voice_selected)
+        self.voice_panel.choice_changed.connect(self._on_choice_changed)
+        hp = self.history_panel
+        hp.play_requested.connect(self.play_take)
+        hp.export_requested.connect(self.choose_take_export)
+        hp.reuse_requested.connect(self.reuse_take)
+        hp.failed.connect(self.show_error)
         self.player.failed.connect(self.show_error)
         self.player.play_toggled.connect(lambda _: self._update_actions())
 
     # --- state --------------------------------------------------------------------------------
     def is_generating(self) -> bool:
-        return self._generate_id is not None
+        """A take is being made (its unsaved clip being encoded, or the take generated)."""
+        return self._generate_id is not None or self._clip_encode_id is not None
 
     def last_take(self) -> np.ndarray | None:
         """The last finished take (float32 [n], 16 kHz), kept for export; None before the first."""
@@ -152,14 +189,18 @@ class MainWindow(QMainWindow):
 
     def _update_actions(self, *_: object) -> None:
         has_text = bool(self.script_view.text().strip())
-        can_generate = self._models_ready and has_text and not self.is_generating()
+        problem = self._choice.problem
+        can_generate = self._models_ready and has_text and not self.is_generating() and problem is None
         self.generate_action.setEnabled(can_generate)
         self.script_view.set_can_generate(can_generate, (
             "Load the models first (Models → Manage models…)" if not self._models_ready
             else "Type some text first" if not has_text
             else "Generating…" if self.is_generating()
-            else "Speak the text in the chosen voice (Ctrl+Enter)"
+            else problem if problem is not None
+            else f"Speak the text as {self._choice.label} (Ctrl+Enter)"
         ))
+        self.script_view.set_voice_text(self._choice.label, problem)
+        self.banner.setVisible(not (self._models_ready or self._loading))
         self.stop_action.setEnabled(self.is_generating())
         self.script_view.set_generating(self.is_generating())
         self.export_action.setEnabled(self._last_take is not None)
@@ -188,81 +229,6 @@ class MainWindow(QMainWindow):
         self.last_message = box
         self.statusBar().showMessage(message, 10_000)
 
-    # --- models ---------------------------------------------------------------------------------
-    @Slot()
-    def start(self) -> None:
-        """After the window is up: load the configured models, or open the Models dialog first time."""
-        from engine.models.resolve import resolve_model  # no torch; only looks on disk
-
-        self.voice_server.sync(self.settings)
-        try:
-            choice = self.settings.to_model_choice()
-            resolve_model(choice.lm, "speech model")
-            resolve_model(choice.codec, "codec")
-        except EngineError:
-            self.open_models_dialog(first_run=True)
-            return
-        self.load_models()
-
-    @Slot()
-    def load_models(self) -> None:
-        """Ask the engine to load the models chosen in the settings."""
-        try:
-            choice = self.settings.to_model_choice()
-        except EngineError as e:
-            self.show_error(str(e))
-            return
-        self._models_ready, self._loading, self._codec = False, True, choice.codec
-        self.device_label.setText("Loading models…")
-        self.script_view.set_busy("Loading models…")
-        self._update_actions()
-        self._load_id = self.bridge.load_models(choice)
-
-    @Slot(object)
-    def _on_models_loaded(self, event) -> None:
-        self._models_ready, self._loading = True, False
-        self.script_view.set_idle()
-        self.device_label.setText(event.device)
-        fast = " · fast path off" if event.fast_path == "off" else ""
-        self.model_label.setText(f"{Path(event.lm).name} · {event.quantization}{fast}")
-        for notice in event.notices:
-            log.info("model notice: %s", notice)
-        self.statusBar().showMessage(" ".join(event.notices) or "Models loaded.", 10_000)
-        self._poll_memory()
-        self._memory_timer.start()
-        self._update_actions()
-
-    @Slot()
-    def open_models_dialog(self, first_run: bool = False) -> None:
-        """Models → Manage models… (or the first-run setup); saves the choice and (re)loads the models."""
-        from app.models_dialog import ModelsDialog
-
-        try:
-            before = self.settings.to_model_choice()
-        except EngineError:
-            before = None
-        dialog = ModelsDialog(self, first_run=first_run, current=before)
-        if dialog.exec() != QDialog.DialogCode.Accepted:
-            return
-        self.settings.lm = dialog.chosen_lm()
-        self.settings.codec = dialog.chosen_codec()
-        self.settings.quantization = dialog.chosen_quantization()
-        self.settings.sync()
-        if not (self._models_ready or self._loading) or self.settings.to_model_choice() != before:
-            self.load_models()
-
-    @Slot()
-    def open_preferences(self) -> None:
-        before = self.settings.to_model_choice()
-        dialog = SettingsDialog(self.settings, self)
-        if dialog.exec() != QDialog.DialogCode.Accepted:
-            return
-        self.player.set_output_device(self.settings.output_device)
-        self.transcriber.refresh()
-        self.voice_server.sync(self.settings)
-        if self.settings.to_model_choice() != before and (self._models_ready or self._loading):
-            self.load_models()
-
     @Slot(str, str)
     def _on_voice_server(self, state: str, message: str) -> None:
         self.statusBar().showMessage(message)
@@ -281,6 +247,15 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_voice_encoded(self, event) -> None:
+        if event.request_id == self._clip_encode_id:  # the unsaved clip of the take being made
+            self._clip_encode_id = None
+            self._clip_voice = (self._request["clip_key"], event.voice)
+            if self._request.get("stopped"):  # Stop was pressed while the clip was encoded
+                self._end_take()
+                self.statusBar().showMessage("Stopped.", 5_000)
+            else:
+                self._start_take(event.voice)
+            return
         if event.request_id != self._encode_id:
             return
         self._encode_id = None
@@ -290,89 +265,11 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_voice_selected(self, voice: SavedVoice | None) -> None:
         self._voice = voice
+
+    @Slot(object)
+    def _on_choice_changed(self, choice: VoiceChoice) -> None:
+        self._choice = choice
         self._update_actions()
-
-    # --- generation -----------------------------------------------------------------------------
-    @Slot()
-    def generate(self) -> None:
-        """Speak the text in the selected voice (plays live while it is generated)."""
-        text = self.script_view.text().strip()
-        if not (self._models_ready and text) or self.is_generating():
-            return
-        try:
-            params = self.settings.to_sampling_params()
-            voice = self._voice.to_voice() if self._voice is not None else None  # models loaded: torch is in
-        except EngineError as e:
-            self.show_error(str(e))
-            return
-        self.player.clear()
-        self._generate_id = self.bridge.generate(text, voice, params)
-        self.script_view.set_busy("Generating…")
-        self._update_actions()
-
-    @Slot()
-    def stop(self) -> None:
-        """Cancel the generation in progress (and its live playback)."""
-        if not self.is_generating():
-            return
-        self.bridge.cancel(self._generate_id)  # only this window's Generate: a narration keeps running
-        self.player.stop()
-        self.script_view.set_stage_text("Stopping…")
-
-    @Slot(object)
-    def _on_progress(self, event) -> None:
-        if event.request_id not in (None, self._load_id, self._generate_id, self._encode_id, self._export_id):
-            return
-        self.script_view.set_progress(event.stage, event.done, event.total, event.segment, event.segments)
-
-    @Slot(object)
-    def _on_chunk(self, event) -> None:
-        if event.request_id == self._generate_id:
-            self.player.append_chunk(event.samples)
-
-    @Slot(object)
-    def _on_generated(self, event) -> None:
-        if event.request_id != self._generate_id:
-            return
-        self._generate_id = None
-        self.script_view.set_idle()
-        self.player.end_stream()
-        self._last_take = np.asarray(event.audio, dtype=np.float32)
-        self.player.set_audio(self._last_take)
-        seconds = len(self._last_take) / SAMPLE_RATE
-        for warning in event.warnings:
-            log.warning("generation: %s", warning)
-        self.statusBar().showMessage(" ".join(event.warnings) or f"Generated {seconds:.1f} s.", 10_000)
-        self._update_actions()
-
-    @Slot(object)
-    def _on_cancelled(self, event) -> None:
-        if event.request_id == self._generate_id:
-            self._generate_id = None
-            self.script_view.set_idle()
-            self.player.end_stream()
-            self.statusBar().showMessage("Stopped.", 5_000)
-            self._update_actions()
-
-    @Slot(object)
-    def _on_failed(self, event) -> None:
-        rid = event.request_id
-        if rid is not None and rid not in (self._load_id, self._generate_id, self._encode_id, self._export_id):
-            return  # another window's job (a narration project): that window shows it
-        if rid is not None and rid == self._generate_id:
-            self._generate_id = None
-            self.player.end_stream()
-        elif rid is not None and rid == self._encode_id:
-            self._encode_id = None
-            self.voice_panel.set_encode_failed()
-        elif rid is not None and rid == self._export_id:
-            self._export_id = None
-        elif rid == self._load_id and self._loading:
-            self._load_id, self._loading = None, False
-            self.device_label.setText("Models not loaded")
-        self.script_view.set_idle()
-        self._update_actions()
-        self.show_error(event.message)
 
     # --- files ----------------------------------------------------------------------------------
     def open_text_file(self, path: str | Path) -> bool:
@@ -403,14 +300,15 @@ class MainWindow(QMainWindow):
 
     def export_audio(self, path: str | Path) -> str | None:
         """Write the last take to `path` on the engine thread; returns the request id (None on error)."""
-        if self._last_take is None:
-            return None
+        return None if self._last_take is None else self._export(self._last_take, path)
+
+    def _export(self, wave: np.ndarray, path: str | Path) -> str | None:
         try:
             dest = audio.check_output_path(path)
         except EngineError as e:
             self.show_error(str(e))
             return None
-        self._export_id = self.bridge.export(self._last_take, str(dest))
+        self._export_id = self.bridge.export(wave, str(dest))
         self.script_view.set_busy("Exporting…")
         return self._export_id
 
@@ -441,6 +339,16 @@ class MainWindow(QMainWindow):
                 self.import_voice(path)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        running = [w for w in self.projects.windows if w.is_running()]
+        if self.is_generating() or running:
+            what = "A take is being generated" if self.is_generating() else "A book is being narrated"
+            if not confirm_stop(self, f"Quit {APP_TITLE}?",
+                                f"{what}. Quitting stops it; finished takes and narrated segments are kept "
+                                "on disk.", "Stop and quit"):
+                event.ignore()
+                return
+            for window in running:
+                window.confirmed_close = True
         if self.is_generating():
             self.bridge.cancel(self._generate_id)
         self.player.stop()
@@ -450,3 +358,4 @@ class MainWindow(QMainWindow):
         self._memory_timer.stop()
         self.settings.qsettings.setValue("window/geometry", self.saveGeometry())
         super().closeEvent(event)
+

@@ -8,10 +8,12 @@ from pathlib import Path
 import soundfile as sf
 from PySide6.QtCore import QMimeData, Qt, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
-from PySide6.QtWidgets import QAbstractButton, QApplication, QComboBox, QFileDialog, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import (
+    QAbstractButton, QApplication, QComboBox, QFileDialog, QMainWindow, QMessageBox, QStyle, QWidget,
+)
 
 from app.resources import app_icon
-from app.settings import logs_folder
+from app.settings import documents_dir, logs_folder
 from engine.audio import clip as audio
 
 APP_TITLE = "Llasa Studio"
@@ -46,8 +48,11 @@ def droppable_files(mime: QMimeData) -> list[Path]:
     ]
 
 
-def _action(window: QMainWindow, text: str, slot: Callable, shortcut=None, tip: str = "") -> QAction:
+def _action(window: QMainWindow, text: str, slot: Callable, shortcut=None, tip: str = "",
+            icon: QStyle.StandardPixmap | None = None) -> QAction:
     action = QAction(text, window)
+    if icon is not None:
+        action.setIcon(window.style().standardIcon(icon))
     if shortcut is not None:
         action.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
     if tip:
@@ -62,21 +67,25 @@ def build_commands(window) -> None:
     the window-wide shortcuts (Ctrl+Enter, Esc, Space) and fill the menu bar."""
     key, w = QKeySequence, window
     w.generate_action = _action(w, "Generate", w.generate, [key("Ctrl+Return"), key("Ctrl+Enter")],
-                                "Speak the text in the chosen voice")
-    w.stop_action = _action(w, "Stop", w.stop, key(Qt.Key.Key_Escape), "Stop generating")
+                                "Speak the text in the chosen voice", QStyle.StandardPixmap.SP_MediaPlay)
+    w.stop_action = _action(w, "Stop", w.stop, key(Qt.Key.Key_Escape), "Stop generating",
+                            QStyle.StandardPixmap.SP_MediaStop)
     w.play_action = _action(w, "Play / Pause", lambda: play_shortcut(w), key(Qt.Key.Key_Space), "Play or pause")
     for action in (w.generate_action, w.stop_action, w.play_action):
         w.addAction(action)  # window-wide shortcuts
-    w.open_text_action = _action(w, "Open text…", w.choose_text_file, key.StandardKey.Open, "Load a text file")
+    w.open_text_action = _action(w, "Open text…", w.choose_text_file, key.StandardKey.Open, "Load a text file",
+                                  QStyle.StandardPixmap.SP_DialogOpenButton)
     w.import_voice_action = _action(w, "Import voice…", w.choose_voice_import, None,
-                                    "Import an audio clip or a .llasavoice file")
-    w.export_action = _action(w, "Export audio…", w.choose_export_path, key("Ctrl+E"), "Save the take")
+                                    "Import an audio clip or a .llasavoice file", QStyle.StandardPixmap.SP_DirOpenIcon)
+    w.export_action = _action(w, "Export audio…", w.choose_export_path, key("Ctrl+E"), "Save the take",
+                                QStyle.StandardPixmap.SP_DialogSaveButton)
     w.new_project_action = _action(w, "New narration project…", w.projects.new_project, key("Ctrl+Shift+N"),
                                    "Turn a book into an audiobook in a project folder")
     w.open_project_action = _action(w, "Open narration project…", w.projects.choose_and_open, key("Ctrl+Shift+O"),
                                     "Open a narration project folder")
     w.quit_action = _action(w, "Quit", w.close, key.StandardKey.Quit, "Quit Llasa Studio")
-    w.models_action = _action(w, "Manage models…", w.open_models_dialog, None, "Download or pick models")
+    w.models_action = _action(w, "Manage models…", w.open_models_dialog, None, "Download or pick models",
+                               QStyle.StandardPixmap.SP_DriveHDIcon)
     w.preferences_action = _action(w, "Preferences…", w.open_preferences, key.StandardKey.Preferences,
                                    "Model, sampling, audio and storage settings")
     w.logs_action = _action(w, "Show logs", open_logs_folder, None, "Open the log folder")
@@ -127,7 +136,8 @@ def edit_focused(window, method: str) -> None:
 
 def ask_text_file(parent: QWidget) -> str:
     """A text file to open, or "" when the user cancelled."""
-    path, _ = QFileDialog.getOpenFileName(parent, "Open text", "", "Text (*.txt *.md);;All files (*)")
+    path, _ = QFileDialog.getOpenFileName(parent, "Open text", str(documents_dir()),
+                                          "Text (*.txt *.md);;All files (*)")
     return path
 
 
@@ -135,16 +145,21 @@ def ask_voice_file(parent: QWidget) -> str:
     """An audio clip or .llasavoice file to import, or ""."""
     patterns = " ".join(f"*{s}" for s in audio_suffixes())
     path, _ = QFileDialog.getOpenFileName(
-        parent, "Import voice", "", f"Voices and audio (*{VOICE_SUFFIX} {patterns});;All files (*)"
+        parent, "Import voice", str(documents_dir()), f"Voices and audio (*{VOICE_SUFFIX} {patterns});;All files (*)"
     )
     return path
 
 
-def ask_export_path(parent: QWidget) -> str:
+def export_start_path(name: str = "take.wav") -> str:
+    """Where the Export dialog starts: `name` in the user's Documents folder."""
+    return str(documents_dir() / name)
+
+
+def ask_export_path(parent: QWidget, name: str = "take.wav") -> str:
     """Where to save the take, with a known extension (the chosen filter's when none was typed), or ""."""
     formats = export_formats()
     filters = [f"{name} (*{ext})" for ext, name in formats.items()]
-    path, chosen = QFileDialog.getSaveFileName(parent, "Export audio", "take.wav", ";;".join(filters))
+    path, chosen = QFileDialog.getSaveFileName(parent, "Export audio", export_start_path(name), ";;".join(filters))
     if path and Path(path).suffix.lower() not in formats:
         path += next((ext for ext, name in formats.items() if chosen.startswith(name)), ".wav")
     return path
@@ -157,9 +172,25 @@ def open_logs_folder() -> None:
     QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
 
-def show_about(parent: QWidget) -> None:
-    box = QMessageBox(QMessageBox.Icon.Information, f"About {APP_TITLE}", ABOUT_TEXT,
+def app_version() -> str:
+    """The installed package's version (pyproject.toml), or "development copy" when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llasa-studio")
+    except PackageNotFoundError:
+        return "development copy"
+
+
+def about_text() -> str:
+    return ABOUT_TEXT.replace("</h3>", f"</h3><p>Version {app_version()}</p>", 1)
+
+
+def show_about(parent: QWidget) -> QMessageBox:
+    box = QMessageBox(QMessageBox.Icon.Information, f"About {APP_TITLE}", about_text(),
                       QMessageBox.StandardButton.Ok, parent)
     box.setIconPixmap(app_icon().pixmap(96, 96))
     box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     box.open()
+    parent.about_box = box  # for tests and accessibility checks
+    return box

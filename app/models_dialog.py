@@ -86,9 +86,11 @@ class ModelsDialog(QDialog):
     """Choose models; accepted means chosen_lm()/chosen_codec() are on disk (repo ids in the cache or folders)."""
 
     def __init__(
-        self, parent: QWidget | None = None, *, first_run: bool = False, current: ModelChoice | None = None
+        self, parent: QWidget | None = None, *, first_run: bool = False, current: ModelChoice | None = None,
+        last_folder: str = "", problem: str = "",
     ) -> None:
         super().__init__(parent)
+        self.last_folder = last_folder  # where "Use a local folder…" starts: the last folder that loaded
         current = current or ModelChoice()
         self._entries = {e.key: e for e in downloads.CATALOG}
         self._codec_entry = self._entries.get("codec")
@@ -101,6 +103,8 @@ class ModelsDialog(QDialog):
         self.setAccessibleName(self.windowTitle())
         self._build(first_run)
         self._select_current(current)
+        if problem:
+            self.status_label.setText(f"The current models could not be loaded: {problem}")
         self.refresh()
 
     # --- layout ---------------------------------------------------------------------------------
@@ -140,6 +144,20 @@ class ModelsDialog(QDialog):
         self.local_button.setToolTip("Use a Llasa LM or X-Codec2 folder already on this computer")
         self.local_button.clicked.connect(self.choose_local_folder)
         lm_layout.addWidget(self.local_button, 0, Qt.AlignmentFlag.AlignLeft)
+
+        verify_box = QGroupBox("Checking models (optional)")
+        verify_layout = QVBoxLayout(verify_box)
+        note = QLabel("Auto-transcribe and quality mode use them; tick the ones to download with Download.")
+        note.setWordWrap(True)
+        verify_layout.addWidget(note)
+        self.verifier_boxes: dict[str, QCheckBox] = {}
+        for entry in downloads.VERIFIER_CATALOG:
+            box = QCheckBox()
+            box.setAccessibleName(entry.title)
+            box.setToolTip(entry.description)
+            box.toggled.connect(self.refresh)
+            self.verifier_boxes[entry.key] = box
+            verify_layout.addWidget(box)
 
         self.quant_combo = QComboBox()
         self.quant_combo.setAccessibleName("Quantization")
@@ -199,6 +217,7 @@ class ModelsDialog(QDialog):
         for w in (intro, lm_box):
             layout.addWidget(w)
         layout.addLayout(quant_row)
+        layout.addWidget(verify_box)
         for w in (self.licence_label, self.consent_label, self.consent_box):
             layout.addWidget(w)
         layout.addLayout(dl_row)
@@ -249,13 +268,19 @@ class ModelsDialog(QDialog):
 
     def _missing(self) -> list[tuple[str, int]]:
         """(repo id, bytes) of the chosen models that still need downloading."""
-        wanted = []
+        wanted = [e for e in downloads.VERIFIER_CATALOG
+                  if self.verifier_boxes[e.key].isChecked() and self.verifier_boxes[e.key].isEnabled()]
         key = self._lm_key()
         if key not in (None, _LOCAL):
             wanted.append(self._entries[key])
         if not self._local_codec and self._codec_entry:
             wanted.append(self._codec_entry)
         return [(e.repo_id, e.download_bytes) for e in wanted if downloads.installed_path(e.repo_id) is None]
+
+    def _missing_models(self) -> list[tuple[str, int]]:
+        """What Use/Start needs: the chosen LM and codec (checking models are optional)."""
+        optional = {e.repo_id for e in downloads.VERIFIER_CATALOG}
+        return [m for m in self._missing() if m[0] not in optional]
 
     def is_downloading(self) -> bool:
         return self._thread is not None
@@ -273,16 +298,24 @@ class ModelsDialog(QDialog):
             self.codec_label.setText(f"Codec: local folder {self._local_codec}")
         elif self._codec_entry:
             self.codec_label.setText("Codec: " + self._describe(self._codec_entry))
-        missing = self._missing()
         busy = self.is_downloading()
+        for entry in downloads.VERIFIER_CATALOG:
+            box, path = self.verifier_boxes[entry.key], downloads.installed_path(entry.repo_id)
+            box.setText(self._describe(entry))
+            if not busy:
+                box.setEnabled(path is None)  # installed: nothing to download
+        missing = self._missing()
         self.download_button.setEnabled(bool(missing) and self.consent_box.isChecked() and not busy)
         self.download_button.setToolTip(
             "Tick the consent box first" if missing and not self.consent_box.isChecked()
             else "Download the selected model and the codec (resumes a cancelled download)"
         )
-        self.ok_button.setEnabled(not missing and bool(self.chosen_lm()) and not busy)
+        self.ok_button.setEnabled(not self._missing_models() and bool(self.chosen_lm()) and not busy)
         for w in (*self.lm_buttons.values(), self.local_button, self.quant_combo, self.consent_box):
             w.setEnabled(not busy)
+        if busy:
+            for box in self.verifier_boxes.values():
+                box.setEnabled(False)
 
     @staticmethod
     def _describe(entry) -> str:
@@ -293,14 +326,27 @@ class ModelsDialog(QDialog):
     # --- local folders --------------------------------------------------------------------------
     @Slot()
     def choose_local_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a Llasa LM or X-Codec2 folder")
+        folder = QFileDialog.getExistingDirectory(self, "Choose a Llasa LM or X-Codec2 folder", self.last_folder)
         if folder:
             self.use_local_folder(folder)
 
     @Slot(str)
     def use_local_folder(self, folder: str) -> bool:
-        """Use `folder` as the LM or the codec, whichever it is; shows why when it is neither."""
+        """Use `folder` as the LM or the codec, whichever it is, or both when it holds lm/ and codec/;
+        shows why when it is none of these."""
         path = Path(folder)
+        if (path / "lm").is_dir() and (path / "codec").is_dir():
+            try:
+                check_lm_folder(path / "lm")
+                check_codec_folder(path / "codec")
+            except EngineError as error:
+                self.status_label.setText(f"That folder cannot be used: {error}")
+                return False
+            self._set_local_lm(str(path / "lm"))
+            self._local_codec = str(path / "codec")
+            self.status_label.setText(f"Using the Llasa LM in {path / 'lm'} and the codec in {path / 'codec'}.")
+            self.refresh()
+            return True
         try:
             check_lm_folder(path)
         except EngineError as lm_error:
@@ -340,7 +386,7 @@ class ModelsDialog(QDialog):
         self._thread.started.connect(self._worker.run)
         self._worker.progress.connect(self._on_progress)
         self._worker.finished.connect(lambda: self._on_done("Download complete."))
-        self._worker.cancelled.connect(lambda: self._on_done("Download cancelled; Download again to resume."))
+        self._worker.cancelled.connect(self._on_cancelled)
         self._worker.failed.connect(self._on_failed)
         for signal in (self._worker.finished, self._worker.cancelled, self._worker.failed):
             signal.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)  # even while GUI waits
@@ -362,6 +408,7 @@ class ModelsDialog(QDialog):
         self.progress_bar.setFormat(f"{human_bytes(done)} of {human_bytes(total)}")
 
     def _on_failed(self, message: str, unreachable: bool) -> None:
+        self.progress_bar.hide()  # a bar left on "Starting…" would say it is still trying
         if unreachable:
             message = (
                 f"{message}\nCannot download now. If you already have the model folders, "
@@ -370,6 +417,10 @@ class ModelsDialog(QDialog):
         self._on_done(message)
         if unreachable:
             self.local_button.setFocus()
+
+    def _on_cancelled(self) -> None:
+        self.progress_bar.setFormat("Cancelled at %p%")
+        self._on_done("Download cancelled; Download again to resume.")
 
     def _on_done(self, message: str) -> None:
         thread, self._thread, self._worker = self._thread, None, None

@@ -58,9 +58,9 @@ def narration_settings(settings, candidates: int = 1) -> NarrationSettings:
                              repetition_penalty=settings.repetition_penalty, base_seed=seed, **quality)
 
 
-def ask_export(parent: QWidget, title: str) -> tuple[Path, str, bool, tuple[str, ...]] | None:
-    """Destination (file, or folder per chapter), format, per-chapter choice and subtitle sidecars;
-    None when cancelled."""
+def ask_export(parent: QWidget, title: str, start: Path | None = None) -> tuple[Path, str, bool, tuple[str, ...]] | None:
+    """Destination (file, or folder per chapter; the dialogs start in `start`, e.g. the project folder),
+    format, per-chapter choice and subtitle sidecars; None when cancelled."""
     dialog = QDialog(parent)
     dialog.setWindowTitle("Export audiobook")
     formats = named(QComboBox(), "Export format", "The audio format to write")
@@ -81,9 +81,9 @@ def ask_export(parent: QWidget, title: str) -> tuple[Path, str, bool, tuple[str,
         return None
     fmt, each = formats.currentData(), per_chapter.isChecked()
     if each:
-        path = QFileDialog.getExistingDirectory(parent, "Export the chapters into")
+        path = QFileDialog.getExistingDirectory(parent, "Export the chapters into", str(start or ""))
     else:
-        path, _ = QFileDialog.getSaveFileName(parent, "Export audiobook", f"{title}.{fmt}", f"{fmt.upper()} (*.{fmt})")
+        path, _ = QFileDialog.getSaveFileName(parent, "Export audiobook", str(Path(start or "") / f"{title}.{fmt}"), f"{fmt.upper()} (*.{fmt})")
         path = path if not path or path.lower().endswith(f".{fmt}") else f"{path}.{fmt}"
     sidecars = ("srt", "vtt", "json") if subtitles.isChecked() else ()
     return (Path(path), fmt, each, sidecars) if path else None

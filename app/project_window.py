@@ -13,10 +13,12 @@ from PySide6.QtWidgets import (
     QPlainTextEdit, QProgressBar, QSplitter, QVBoxLayout, QWidget,
 )
 
+from app.confirm import confirm_stop
 from app.new_project_dialog import NewProjectDialog, ask_export, warn
+from app.placement import place_on_screen
 from app.player import PlayerWidget
 from app.production_tabs import production_tabs
-from app.segment_table import STATUS_TEXT, SegmentTable, score_tip
+from app.segment_table import ERRORS_COLUMN, STATUS_TEXT, SegmentTable, score_tip
 from app.voice_library_view import named, named_button, row
 from engine.book.lock import ProjectLock, acquire_lock
 from engine.errors import EngineError
@@ -44,10 +46,14 @@ class ProjectWindow(QMainWindow):
         self._eta: float | None = None
         self.last_message: QMessageBox | None = None
         self.last_result = None  # the last run's engine.book.narration.NarrationResult
+        self.confirmed_close = False  # the user already agreed to stop the run (quitting the app)
+        self._player_segment: str | None = None  # the segment whose take the player shows
         self.setWindowTitle(f"{project.title} — Llasa Studio narration")
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        self.resize(1100, 720)
         self._build(output_device)
+        quality = project.settings.candidates > 1 or bool(project.settings.asr)
+        self.segment_table.setColumnHidden(ERRORS_COLUMN, not quality)  # error rates exist in quality mode only
+        place_on_screen(self, (1100, 720))
         for signal, slot in self._bridge_slots():
             signal.connect(slot)
         self.refresh()
@@ -182,6 +188,12 @@ class ProjectWindow(QMainWindow):
         if segment.id == self.segment_table.selected_id():
             self._on_segment_selected(segment.id)
 
+    def _same_take(self, segment: Segment) -> list[Segment]:
+        """Every segment (all chapters) that shares `segment`'s chosen take: identical text and take."""
+        key = self.project.take_key(segment)
+        return [s for _, s in self.project.segments(list(range(len(self.project.chapters))))
+                if self.project.take_key(s) == key]
+
     @Slot(object)
     def _on_segment_selected(self, segment_id: str | None) -> None:
         segment = self.selected_segment()
@@ -215,6 +227,7 @@ class ProjectWindow(QMainWindow):
             self.show_error(f"Cannot play segment {segment.id}: {error}. Regenerate it.")
             return
         self.player.set_audio(wave)
+        self._player_segment = segment.id
         if self.player.available:
             self.player.play()
 
@@ -239,6 +252,10 @@ class ProjectWindow(QMainWindow):
         if segment is None or self.is_running():
             return
         segment = self.project.new_take(segment.id)
+        if self._player_segment in (None, segment.id):  # the old take must not stay on screen as if current
+            self.player.stop()
+            self.player.clear()
+            self._player_segment = segment.id
         self._refresh_segment(segment)
         self._start((segment.id,))
 
@@ -323,8 +340,19 @@ class ProjectWindow(QMainWindow):
         elif segment is not None and p.status != PENDING:
             self._rendering = None
             self.project.reload_record(segment)
-            self._refresh_segment(segment)
+            for same in self._same_take(segment):  # a repeated sentence is finished with its first copy
+                self._refresh_segment(same)
+            self._show_new_take(segment)
         self._update_progress()
+
+    def _show_new_take(self, segment: Segment) -> None:
+        """After a take was rendered: the player shows it when it shows (or should show) that segment."""
+        if self._player_segment == segment.id or (
+                self._player_segment is None and segment.id == self.segment_table.selected_id()):
+            record = self.project.record(segment)
+            if record is not None and record.finish_reason != "failed":
+                self.player.set_audio(self.project.load_take(segment))
+                self._player_segment = segment.id
 
     @Slot(object)
     def _on_narrated(self, event) -> None:
@@ -354,7 +382,7 @@ class ProjectWindow(QMainWindow):
 
     @Slot()
     def choose_export(self) -> None:
-        if (choice := ask_export(self, self.project.title)) is not None:
+        if (choice := ask_export(self, self.project.title, self.project.folder)) is not None:
             self.export_to(*choice)
 
     def export_to(self, dest: str | Path, fmt: str, per_chapter: bool = False, subtitles: tuple[str, ...] = ()) -> str:
@@ -372,6 +400,11 @@ class ProjectWindow(QMainWindow):
             self.statusBar().showMessage(f"Exported to {event.path}", 10_000)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        if self.is_running() and not self.confirmed_close and not confirm_stop(
+                self, "Stop narrating?", "The book is being narrated. Closing this window stops it; the segments "
+                "finished so far are kept and Narrate continues from there.", "Stop and close"):
+            event.ignore()
+            return
         for request_id in (self._run_id, self._export_id):  # this window's jobs only
             self.bridge.cancel(request_id)
         self._release_lock()  # a cancelled narration still running holds the lock itself until it ends

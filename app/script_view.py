@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import QSize
+from PySide6.QtWidgets import (
+    QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QStyle, QVBoxLayout, QWidget,
+)
 
 from engine.audio.clip import FRAME_RATE
 
@@ -37,9 +40,23 @@ class ScriptView(QWidget):
         self.generate_button = QPushButton("Generate")
         self.generate_button.setAccessibleName("Generate speech")
         self.generate_button.setDefault(True)
+        self.generate_button.setObjectName("primaryAction")  # the one obvious next step, styled below
+        self.generate_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
+        self.generate_button.setIconSize(QSize(20, 20))
+        self.generate_button.setMinimumSize(150, 40)
+        self.generate_button.setStyleSheet(
+            "#primaryAction { font-weight: bold; padding: 6px 18px; border-radius: 5px;"
+            " background: palette(highlight); color: palette(highlighted-text); }"
+            "#primaryAction:disabled { background: palette(button); color: palette(mid); }"
+        )
         self.stop_button = QPushButton("Stop")
         self.stop_button.setAccessibleName("Stop generating")
         self.stop_button.setToolTip("Stop generating (Esc)")
+        self.stop_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaStop))
+        self.stop_button.setMinimumHeight(40)
+        self.voice_label = QLabel()
+        self.voice_label.setAccessibleName("Voice used")
+        self.voice_label.setWordWrap(True)
         self.progress_label = QLabel()
         self.progress_label.setAccessibleName("Progress stage")
         self.progress_bar = QProgressBar()
@@ -49,17 +66,23 @@ class ScriptView(QWidget):
         self.progress_bar.hide()
 
         controls = QHBoxLayout()
-        controls.addWidget(self.count_label, 1)
+        info = QVBoxLayout()
+        info.addWidget(self.voice_label)
+        info.addWidget(self.count_label)
+        controls.addLayout(info, 1)
         controls.addWidget(self.generate_button)
         controls.addWidget(self.stop_button)
         progress = QHBoxLayout()
         progress.addWidget(self.progress_label)
         progress.addWidget(self.progress_bar, 1)
-        column = QVBoxLayout(self)
-        column.setContentsMargins(0, 0, 0, 0)
+        box = QGroupBox("Text to speak")
+        column = QVBoxLayout(box)
         column.addWidget(self.text_edit, 1)
         column.addLayout(controls)
         column.addLayout(progress)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(box)
 
         self.generate_button.clicked.connect(self.generate_requested)
         self.stop_button.clicked.connect(self.stop_requested)
@@ -106,6 +129,11 @@ class ScriptView(QWidget):
         self.generate_button.setEnabled(bool(enabled))
         if reason:
             self.generate_button.setToolTip(reason)
+
+    @Slot(str, object)
+    def set_voice_text(self, label: str, problem: str | None = None) -> None:
+        """Say which voice Generate speaks with (and what is missing to use it)."""
+        self.voice_label.setText(f"Voice: {label}" + (f" — {problem}" if problem else ""))
 
     @Slot(bool)
     def set_generating(self, generating: bool) -> None:

@@ -23,6 +23,7 @@ STATUS_TIP = {
 _ICONS = {DONE: QStyle.StandardPixmap.SP_DialogApplyButton, NEEDS_CHECK: QStyle.StandardPixmap.SP_MessageBoxWarning,
           FAILED: QStyle.StandardPixmap.SP_MessageBoxCritical, RENDERING: QStyle.StandardPixmap.SP_BrowserReload}
 COLUMNS = ("#", "Status", "Text", "Duration", "Take", "Errors", "Voice")
+ERRORS_COLUMN = 5  # quality mode's error rate: hidden for projects without verifiers
 _ID_ROLE = Qt.ItemDataRole.UserRole
 
 

@@ -28,6 +28,12 @@ def app_data_dir() -> Path:
     return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
 
 
+def documents_dir() -> Path:
+    """The user's Documents folder (home when the platform has none): where file dialogs start."""
+    folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return Path(folder) if folder and Path(folder).is_dir() else Path.home()
+
+
 def logs_folder() -> Path:
     """Where the app writes its log files."""
     return app_data_dir() / "logs"
@@ -102,6 +108,9 @@ class AppSettings:
     models_folder = _Setting("storage/models_folder", Path, None)  # None = the Hugging Face cache
     serve_voices = _Setting("server/enabled", bool, False)  # run the speech API (app.voice_server) beside the app
     serve_port = _Setting("server/port", int, 8808)  # its TCP port on 127.0.0.1
+    keep_history = _Setting("storage/keep_history", bool, True)  # keep the take history across sessions
+    last_models_folder = _Setting("model/last_folder", str, None)  # last local model folder that loaded
+    theme = _Setting("ui/theme", str, "auto")  # "auto" (follow the system), "light" or "dark"
 
     def __init__(self, qsettings: QSettings | None = None) -> None:
         self.qsettings = qsettings if qsettings is not None else QSettings()
@@ -110,6 +119,10 @@ class AppSettings:
     def defaults(cls) -> "AppSettings":
         """Read-only view of the default values (backed by an empty store)."""
         return cls(_EmptyStore())  # type: ignore[arg-type]
+
+    def history_folder(self) -> Path:
+        """Where the take history lives: next to the voice library (app data folder by default)."""
+        return Path(self.voices_folder).parent / "history"
 
     def to_model_choice(self) -> ModelChoice:
         """The models to load, as the engine's config (SettingsError when a stored value is invalid)."""
@@ -344,6 +357,13 @@ class SettingsDialog(QDialog):
         form = QFormLayout(page)
         form.addRow("Voices:", self._browse_row(self.voices_edit, "Voices folder"))
         form.addRow("Models:", self._browse_row(self.models_edit, "Models folder"))
+        self.history_check = self._named(QCheckBox("Keep the take history between sessions"), "Keep take history",
+                                         "Takes are kept (audio and list) in the app's data folder")
+        form.addRow(self.history_check)
+        self.theme_combo = self._named(QComboBox(), "Appearance", "Light or dark colours (applies at once)")
+        for key, name in (("auto", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
+            self.theme_combo.addItem(name, key)
+        form.addRow("Appearance:", self.theme_combo)
         return page
 
     # --- values -------------------------------------------------------------------------------
@@ -373,6 +393,8 @@ class SettingsDialog(QDialog):
         self.voices_edit.setText(str(s.voices_folder))
         self.models_edit.setText("" if s.models_folder is None else str(s.models_folder))
         self.server_tab.load(s)
+        self.history_check.setChecked(bool(s.keep_history))
+        self._select(self.theme_combo, s.theme or "auto")
 
     @Slot()
     def restore_defaults(self) -> None:
@@ -396,6 +418,8 @@ class SettingsDialog(QDialog):
             "voices_folder": self.voices_edit.text().strip(),
             "models_folder": self.models_edit.text().strip(),
             **self.server_tab.values(),
+            "keep_history": self.history_check.isChecked(),
+            "theme": self.theme_combo.currentData(),
         }
 
     def validate(self) -> str | None:
@@ -430,12 +454,20 @@ class SettingsDialog(QDialog):
             return
         s = self.settings
         v = self._values()
+        theme_changed = (s.theme or "auto") != v["theme"]
         for key in ("lm", "codec", "quantization", "device", "asr", "temperature", "top_p", "top_k",
-                    "repetition_penalty", "seed", "input_device", "output_device", "serve_voices", "serve_port"):
+                    "repetition_penalty", "seed", "input_device", "output_device", "serve_voices", "serve_port",
+                    "keep_history", "theme"):
             setattr(s, key, v[key])
         s.voices_folder = Path(v["voices_folder"]).expanduser()
         s.models_folder = Path(v["models_folder"]).expanduser() if v["models_folder"] else None
         s.sync()
+        from PySide6.QtWidgets import QApplication
+
+        from app.theme import apply_theme
+
+        if theme_changed:
+            apply_theme(QApplication.instance(), v["theme"])
         self.error_label.clear()
         self.error_label.hide()
         super().accept()

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QPushButton, QVBoxLayout, QWidget,
 )
 
+from app.settings import documents_dir
 from engine.audio.clip import load_audio
 from engine.errors import EngineError
 from engine.voices import SavedVoice, VoiceLibrary
@@ -22,6 +23,7 @@ from engine.voices import SavedVoice, VoiceLibrary
 log = logging.getLogger("llasa.app")
 
 VOICE_FILTER = "Llasa voice (*.llasavoice)"
+UNSAVED = ":unsaved-clip:"  # list id of the unsaved clip in the editor (never a voice id: ids have no colons)
 _ID_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -62,7 +64,7 @@ def attempt(parent: QWidget, title: str, action, *args):
 class VoiceLibraryView(QWidget):
     """The saved voices, with "No reference (random voice)" first."""
 
-    voice_selected = Signal(object)  # SavedVoice, or None for "no reference (random voice)"
+    voice_selected = Signal(object)  # SavedVoice, None for "no reference (random voice)", or UNSAVED
     play_requested = Signal(object)  # float32 [n] at 16 kHz: the selected voice's reference recording
 
     def __init__(self, library: VoiceLibrary, parent: QWidget | None = None) -> None:
@@ -70,6 +72,7 @@ class VoiceLibraryView(QWidget):
         self._library = library
         self._audio_ok = False
         self._recording = False
+        self._unsaved_label: str | None = None  # the unsaved clip's list entry, when there is one
 
         self.voice_list = named(QListWidget(), "Saved voices", "Pick the voice to speak with; F2 renames")
         self.voice_list.setEditTriggers(
@@ -96,8 +99,8 @@ class VoiceLibraryView(QWidget):
 
     # --- listing and selection ------------------------------------------------------------------
     @Slot()
-    def refresh_library(self, select: str | None = None) -> None:
-        """Re-list the library; keeps (or moves to `select`) the selected voice."""
+    def refresh_library(self, select: str | None = None, notify: bool = True) -> None:
+        """Re-list the library; keeps (or moves to `select`) the selected voice; `notify`: emit voice_selected."""
         keep = select if select is not None else self.selected_id()
         self.voice_list.blockSignals(True)
         self.voice_list.clear()
@@ -106,6 +109,15 @@ class VoiceLibraryView(QWidget):
         random_item.setToolTip("Speak in a random voice")
         self.voice_list.addItem(random_item)
         current = random_item
+        if self._unsaved_label is not None:
+            clip_item = QListWidgetItem(self._unsaved_label)
+            clip_item.setData(_ID_ROLE, UNSAVED)
+            clip_item.setToolTip("The clip in the editor above, not saved yet: Generate encodes it each session")
+            font = clip_item.font()
+            font.setItalic(True)
+            clip_item.setFont(font)
+            self.voice_list.insertItem(0, clip_item)
+            current = clip_item if keep == UNSAVED else current
         for voice in self._library.list():
             item = QListWidgetItem(voice.name)
             item.setData(_ID_ROLE, voice.id)
@@ -116,17 +128,27 @@ class VoiceLibraryView(QWidget):
                 current = item
         self.voice_list.setCurrentItem(current)
         self.voice_list.blockSignals(False)
-        self._on_current_changed()
+        self._update_buttons()
+        if notify:
+            self._on_current_changed()
+
+    def set_unsaved_clip(self, name: str | None, select: bool = False) -> None:
+        """List (name) or unlist (None) the unsaved clip as the first entry; `select` picks it silently."""
+        self._unsaved_label = None if name is None else f"Unsaved clip: {name or 'untitled'}"
+        keep = UNSAVED if select else self.selected_id()
+        if name is None and keep == UNSAVED:
+            keep = None
+        self.refresh_library(select=keep if keep is not None else "", notify=False)
 
     def selected_id(self) -> str | None:
-        """The selected voice's id; None for the random voice."""
+        """The selected voice's id; None for the random voice, UNSAVED for the unsaved clip."""
         item = self.voice_list.currentItem()
         return None if item is None else item.data(_ID_ROLE)
 
     def selected_voice(self) -> SavedVoice | None:
         voice_id = self.selected_id()
         try:
-            return None if voice_id is None else self._library.get(voice_id)
+            return None if voice_id in (None, UNSAVED) else self._library.get(voice_id)
         except EngineError:  # deleted or damaged behind our back
             log.warning("selected voice %s is gone", voice_id)
             return None
@@ -139,12 +161,12 @@ class VoiceLibraryView(QWidget):
 
     def _on_current_changed(self, *_: object) -> None:
         self._update_buttons()
-        self.voice_selected.emit(self.selected_voice())
+        self.voice_selected.emit(UNSAVED if self.selected_id() == UNSAVED else self.selected_voice())
 
     # --- rename, delete, import, export, play ---------------------------------------------------
     def _on_item_renamed(self, item: QListWidgetItem) -> None:
         voice_id, name = item.data(_ID_ROLE), item.text().strip()
-        if voice_id is None:
+        if voice_id in (None, UNSAVED):
             return
         attempt(self, "Cannot rename the voice", self._library.rename, voice_id, name)
         self.refresh_library(select=voice_id)  # shows the stored name, also after a refusal
@@ -152,7 +174,7 @@ class VoiceLibraryView(QWidget):
     @Slot()
     def rename_selected(self) -> None:
         item = self.voice_list.currentItem()
-        if item is not None and item.data(_ID_ROLE) is not None:
+        if item is not None and item.data(_ID_ROLE) not in (None, UNSAVED):
             self.voice_list.editItem(item)
 
     @Slot()
@@ -186,7 +208,7 @@ class VoiceLibraryView(QWidget):
         return attempt(self, "Cannot export the voice", self._library.export, voice.id, Path(path)) is not None
 
     def choose_voice_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import a voice", "", VOICE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Import a voice", str(documents_dir()), VOICE_FILTER)
         if path:
             self.import_voice_file(path)
 
@@ -194,7 +216,8 @@ class VoiceLibraryView(QWidget):
         voice = self.selected_voice()
         if voice is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export voice", f"{voice.name}.llasavoice", VOICE_FILTER)
+        path, _ = QFileDialog.getSaveFileName(self, "Export voice", str(documents_dir() / f"{voice.name}.llasavoice"),
+                                              VOICE_FILTER)
         if path:
             self.export_selected(path if path.endswith(".llasavoice") else path + ".llasavoice")
 
@@ -223,7 +246,7 @@ class VoiceLibraryView(QWidget):
         self._update_buttons()
 
     def _update_buttons(self) -> None:
-        voice_id = self.selected_id()
-        self.play_voice_button.setEnabled(self._audio_ok and not self._recording and voice_id is not None)
+        saved = self.selected_id() not in (None, UNSAVED)
+        self.play_voice_button.setEnabled(self._audio_ok and not self._recording and saved)
         for b in (self.rename_button, self.delete_button, self.export_voice_button):
-            b.setEnabled(voice_id is not None)
+            b.setEnabled(saved)

@@ -15,13 +15,15 @@ from PySide6.QtCore import QTimer, Signal, Slot
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QFileDialog, QGroupBox, QLabel, QLineEdit, QListWidget, QPlainTextEdit,
-    QProgressBar, QVBoxLayout, QWidget,
+    QProgressBar, QStyle, QVBoxLayout, QWidget,
 )
 
-from app.voice_library_view import VoiceLibraryView, attempt, named, named_button, row
+from app.settings import documents_dir
+from app.voice_choice import VoiceChoice
+from app.voice_library_view import UNSAVED, VoiceLibraryView, attempt, named, named_button, row
 from app.waveform import WaveformView
 from engine.audio import devices
-from engine.audio.clip import SAMPLE_RATE, load_reference, quality_hints
+from engine.audio.clip import SAMPLE_RATE, load_audio, load_reference, quality_hints
 from engine.errors import EngineError
 from engine.voices import SavedVoice, VoiceLibrary
 
@@ -43,6 +45,7 @@ class VoicePanel(QWidget):
     play_voice_button, …, refresh_library, selected_voice, …) are the library view's, reachable here."""
 
     voice_selected = Signal(object)  # SavedVoice, or None for "no reference (random voice)"
+    choice_changed = Signal(object)  # app.voice_choice.VoiceChoice: the voice Generate would use now
     encode_requested = Signal(object, str)  # (float32 [n] trimmed clip at 16 kHz, transcript)
     transcribe_requested = Signal(object)  # float32 [n] trimmed clip at 16 kHz (verifier hook)
     voice_saved = Signal(object)  # SavedVoice just added to the library
@@ -56,6 +59,8 @@ class VoicePanel(QWidget):
         self._player = None  # devices.StreamPlayer playing a clip or a saved voice
         self._player_offset_s = 0.0  # s: where in the waveform the playing audio starts
         self._pending: tuple[str, np.ndarray, str] | None = None  # (name, samples, transcript)
+        self._shown: SavedVoice | None = None  # the library voice whose clip is in the editor, if any
+        self._unsaved: dict | None = None  # the unsaved clip, kept while a saved voice is shown instead
         self._audio_ok = False
         self._poll = QTimer(self)
         self._poll.setInterval(POLL_MS)
@@ -71,19 +76,26 @@ class VoicePanel(QWidget):
     def _build(self) -> None:
         self.device_combo = named(QComboBox(), "Input device", "Microphone to record from")
         self.record_button = named_button("Record", "Record up to 15 s (8-15 s works best)", self.toggle_recording)
-        self.timer_label = named(QLabel(f"0:00 / {_clock(MAX_RECORD_S)}"), "Recording time")
-        self.level_meter = named(QProgressBar(), "Input level", "Input level while recording (peak dBFS)")
+        self.timer_label = named(QLabel("No clip"), "Clip length", "Length of the kept (trimmed) clip")
+        self.level_meter = named(QProgressBar(), "Input level", "Microphone level while recording (peak dBFS)")
         self.level_meter.setRange(0, int(-METER_FLOOR_DB * 10))
-        self.level_meter.setTextVisible(False)
-        self.level_meter.setMaximumHeight(12)
+        self.level_meter.setTextVisible(True)
+        self.level_meter.setFormat("")
+        self.level_meter.setMaximumHeight(14)
+        self.level_label = QLabel("Mic level")
+        self.level_label.setBuddy(self.level_meter)
+        for w in (self.level_meter, self.level_label):
+            w.hide()  # shown only while recording: idle, it looked like a stuck progress bar
         self.unavailable_label = named(QLabel(), "Recording unavailable")
         self.unavailable_label.setWordWrap(True)
         self.unavailable_label.hide()
         self.import_button = named_button("Import file…", "Use an audio file as the reference", self.choose_file)
+        self.import_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_DialogOpenButton))
         self.play_clip_button = named_button("Play clip", "Play the trimmed clip", self.play_clip)
+        self.play_clip_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
         self.waveform = named(WaveformView(), "Reference waveform")
         self.waveform.set_trim_enabled(True)
-        self.waveform.trim_changed.connect(self._update_hints)
+        self.waveform.trim_changed.connect(self._on_trim_changed)
         self.hints_list = named(QListWidget(), "Quality hints", "What could make the clone sound better")
         self.hints_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.hints_list.setMaximumHeight(72)
@@ -92,17 +104,20 @@ class VoicePanel(QWidget):
         self.transcript_edit.setTabChangesFocus(True)
         self.transcript_edit.setMaximumHeight(64)
         self.transcript_edit.textChanged.connect(self._update_buttons)
+        self.transcript_edit.textChanged.connect(self._emit_choice)
         self.transcribe_button = named_button("Auto-transcribe", "Needs a Whisper speech recognition model", self._transcribe)
         self.transcribe_button.setEnabled(False)
         self.name_edit = named(QLineEdit(), "Voice name", "Name of the voice in the library")
         self.name_edit.setPlaceholderText("Voice name")
         self.name_edit.textChanged.connect(self._update_buttons)
-        self.save_button = named_button("Save voice…", "Encode the trimmed clip once and keep it", self.save_voice)
+        self.save_button = named_button("Save voice", "Encode the trimmed clip once and keep it in the library",
+                                        self.save_voice)
+        self.save_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_DialogSaveButton))
         clip_box = QGroupBox("Reference clip")
         clip_layout = QVBoxLayout(clip_box)
         clip_layout.addLayout(row((self.device_combo, 1), self.record_button, self.timer_label))
-        for w in (self.level_meter, self.unavailable_label):
-            clip_layout.addWidget(w)
+        clip_layout.addLayout(row(self.level_label, (self.level_meter, 1)))
+        clip_layout.addWidget(self.unavailable_label)
         clip_layout.addLayout(row(self.import_button, self.play_clip_button, (None, 1)))
         for w in (self.waveform, self.hints_list):
             clip_layout.addWidget(w)
@@ -115,7 +130,7 @@ class VoicePanel(QWidget):
         self.rename_button, self.delete_button = lib.rename_button, lib.delete_button
         self.import_voice_button, self.export_voice_button = lib.import_voice_button, lib.export_voice_button
         lib.play_requested.connect(lambda samples: self._play(samples, None))
-        lib.voice_selected.connect(self.voice_selected)
+        lib.voice_selected.connect(self._on_library_selected)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(clip_box)
@@ -168,6 +183,8 @@ class VoicePanel(QWidget):
             return
         self._recorder = recorder
         self.timer_label.setText(f"0:00 / {_clock(MAX_RECORD_S)}")
+        for w in (self.level_meter, self.level_label):
+            w.show()
         self.record_button.setText("Stop")
         self.record_button.setAccessibleName("Stop recording")
         self._poll.start()
@@ -183,21 +200,103 @@ class VoicePanel(QWidget):
         self.record_button.setText("Record")
         self.record_button.setAccessibleName("Record")
         self.level_meter.setValue(0)
+        for w in (self.level_meter, self.level_label):
+            w.hide()
         samples = attempt(self, "Recording failed", recorder.stop)
         self._update_buttons()
         if samples is not None and len(samples):
             self.set_clip(samples, name=f"Recording {datetime.now():%Y-%m-%d %H:%M}")
+        else:
+            self._update_clock()
 
     # --- the clip -------------------------------------------------------------------------------
-    def set_clip(self, samples: np.ndarray, warnings: tuple[str, ...] = (), name: str = "") -> None:
-        """Make float32 [n] at 16 kHz the current clip (whole clip kept until trimmed)."""
+    def set_clip(self, samples: np.ndarray, warnings: tuple[str, ...] = (), name: str = "",
+                 transcript: str = "", saved: SavedVoice | None = None) -> None:
+        """Make float32 [n] at 16 kHz the current clip (whole clip kept until trimmed), with its name and
+        transcript: a new clip replaces both, so a voice is never saved with another clip's words.
+        `saved` is the library voice the clip belongs to (None: a new, unsaved clip)."""
         self._clip = np.asarray(samples, dtype=np.float32).reshape(-1)
         self._load_warnings = tuple(warnings)
+        self._shown = saved
         self.waveform.set_samples(self._clip, SAMPLE_RATE)
-        if name and not self.name_edit.text().strip():
-            self.name_edit.setText(name)
+        for edit, text in ((self.name_edit, name), (self.transcript_edit, transcript)):
+            edit.blockSignals(True)
+            edit.setPlainText(text) if isinstance(edit, QPlainTextEdit) else edit.setText(text)
+            edit.blockSignals(False)
+        if saved is None and len(self._clip):  # a new clip: listed and selected as "Unsaved clip: <name>"
+            self._unsaved = {}
+            self.library_view.set_unsaved_clip(name, select=True)
         self._update_hints()
+        self._update_clock()
         self._update_buttons()
+        self._emit_choice()
+
+    def _clear_clip(self) -> None:
+        self.set_clip(np.zeros(0, np.float32), saved=None)
+
+    def _keep_unsaved(self) -> None:
+        """Before showing another voice: remember the unsaved clip as edited (trim, transcript, name)."""
+        if self._unsaved is not None and self._shown is None and len(self._clip):
+            self._unsaved = dict(samples=self._clip, warnings=self._load_warnings, name=self.name_edit.text(),
+                                 transcript=self.transcript_edit.toPlainText(), trim=self.waveform.trim_range())
+
+    def _restore_unsaved(self) -> None:
+        u = self._unsaved or {}
+        if not u:
+            return  # it is on screen already
+        self.set_clip(u["samples"], u["warnings"], u["name"], u["transcript"])
+        self.waveform.set_trim_range(*u["trim"])
+
+    def _update_clock(self) -> None:
+        """Not recording: the kept length of the clip (and the whole length when trimmed)."""
+        if self._recorder is not None:
+            return
+        total = len(self._clip) / SAMPLE_RATE
+        kept = len(self.trimmed_samples()) / SAMPLE_RATE
+        if not len(self._clip):
+            self.timer_label.setText("No clip")
+        elif abs(total - kept) < 0.05:
+            self.timer_label.setText(f"Clip {_clock(total)}")
+        else:
+            self.timer_label.setText(f"Clip {_clock(kept)} of {_clock(total)}")
+
+    def _on_trim_changed(self, *_: float) -> None:
+        self._update_hints()
+        self._update_clock()
+        self._emit_choice()
+
+    def current_choice(self) -> VoiceChoice:
+        """The voice Generate uses: what the panel shows (see app.voice_choice)."""
+        if not len(self._clip):
+            return VoiceChoice("random")
+        saved = self._shown
+        edited = saved is None or self.transcript() != saved.transcript.strip() or (
+            len(self.trimmed_samples()) != len(self._clip))
+        if not edited:
+            return VoiceChoice("library", saved=saved, name=saved.name)
+        return VoiceChoice("clip", samples=self.trimmed_samples().copy(), transcript=self.transcript(),
+                           name=self.name_edit.text().strip())
+
+    def _emit_choice(self, *_: object) -> None:
+        self.choice_changed.emit(self.current_choice())
+
+    @Slot(object)
+    def _on_library_selected(self, voice) -> None:
+        """A library pick shows that voice's clip, transcript and name (random voice: an empty editor;
+        the unsaved clip: that clip again, as it was left)."""
+        if voice == UNSAVED:
+            self._restore_unsaved()
+            self._emit_choice()
+            return
+        self._keep_unsaved()
+        if voice is None:
+            self._clear_clip()
+        else:
+            samples = attempt(self, "Cannot show the voice", load_audio, voice.audio_path)
+            if samples is None or samples is True:
+                samples = np.zeros(0, np.float32)
+            self.set_clip(samples, name=voice.name, transcript=voice.transcript, saved=voice)
+        self.voice_selected.emit(voice)
 
     @Slot(str)
     def import_file(self, path: str) -> bool:
@@ -210,7 +309,7 @@ class VoicePanel(QWidget):
 
     @Slot()
     def choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import a reference clip", "", AUDIO_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Import a reference clip", str(documents_dir()), AUDIO_FILTER)
         if path:
             self.import_file(path)
 
@@ -278,6 +377,9 @@ class VoicePanel(QWidget):
                               tuple(int(c) for c in codes), codec)
         if voice is None:
             return None
+        if self._shown is None:  # the unsaved clip is saved now: it is that library voice from here on
+            self._unsaved = None
+            self.library_view.set_unsaved_clip(None)
         self.refresh_library(select=voice.id)
         self.voice_saved.emit(voice)
         return voice
@@ -289,7 +391,7 @@ class VoicePanel(QWidget):
         self._reset_save_button()
 
     def _reset_save_button(self) -> None:
-        self.save_button.setText("Save voice…")
+        self.save_button.setText("Save voice")
         self._update_buttons()
 
     # --- library (delegated to the library view) ------------------------------------------------

@@ -2,11 +2,12 @@
 
 Runs the app in a real X window (re-running itself under `xvfb-run` when there is no display),
 with tiny random models, a private PulseAudio null sink for the microphone, and throw-away settings
-and voice library, so nothing of the user's is touched. It saves:
-  main_window.png            after one voice was saved and one take generated
-  voice_panel_recording.png  the voice panel mid-recording (an espeak-ng clip plays into the sink)
-  models_dialog.png          the Models dialog
-  project_window.png         a narration project with its first chapter narrated
+and voice library, so nothing of the user's is touched. Each shot is saved twice, in the light and the
+dark palette (NAME-light.png, NAME-dark.png; the README shows them):
+  main_window          after one voice was saved and two takes generated (the take history lists them)
+  voice_panel_recording  the voice panel mid-recording (an espeak-ng clip plays into the sink)
+  models_dialog        the Models dialog
+  project_window       a narration project with its first chapter narrated
 Needs the test tools (scripts/test.sh installs them) plus, on Debian/Ubuntu, Xvfb and the X libraries
 Qt's xcb plugin loads: apt-get install xvfb libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
 libxcb-render-util0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0.
@@ -45,6 +46,22 @@ def _pause(ms: int) -> None:
     loop.exec()
 
 
+def _shoot(widget, out: Path, name: str) -> list[Path]:
+    """Grab `widget` in the light and then the dark palette; the app is left in the light one."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.theme import apply_theme
+
+    paths = []
+    for theme in ("light", "dark"):
+        apply_theme(QApplication.instance(), theme)
+        _pause(300)  # let the palette change repaint
+        paths.append(out / f"{name}-{theme}.png")
+        widget.grab().save(str(paths[-1]))
+    apply_theme(QApplication.instance(), "light")
+    return paths
+
+
 def _speech_clip(folder: Path) -> Path:
     raw, clip = folder / "speech22.wav", folder / "speech.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), SPEECH], check=True)
@@ -74,9 +91,13 @@ def take_screenshots(out: Path, work: Path) -> list[Path]:
         from engine.voices import VoiceLibrary
 
         app = QApplication([sys.argv[0]])
+        from app.theme import apply_theme
+
+        apply_theme(app, "light")
         settings = AppSettings(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat))
         settings.lm, settings.codec, settings.voices_folder = str(lm), str(codec), str(work / "voices")
         bridge = EngineBridge()
+        settings.seed = 7  # the same takes on every run
         window = MainWindow(bridge, settings, VoiceLibrary(work / "voices"))
         window.resize(1280, 800)
         window.show()
@@ -89,35 +110,33 @@ def take_screenshots(out: Path, work: Path) -> list[Path]:
         panel.name_edit.setText("Narrator (espeak)")
         panel.save_voice()
         _wait(panel.voice_saved)
-        window.text_edit.setPlainText("Hello! This is Llasa Studio speaking in a cloned voice.")
-        window.generate()
-        _wait(bridge.generated)
+        for text in ("Hello! This is Llasa Studio.", "Hello! This is Llasa Studio speaking in a cloned voice."):
+            window.text_edit.setPlainText(text)
+            window.generate()
+            _wait(bridge.generated)
         _pause(500)
-        paths = [out / "main_window.png"]
-        window.grab().save(str(paths[-1]))
+        paths = _shoot(window, out, "main_window")
 
         player = play_audio(load_audio(clip))  # into the null sink; the panel records its monitor
         panel.toggle_recording()
         _pause(2500)
-        paths.append(out / "voice_panel_recording.png")
-        panel.grab().save(str(paths[-1]))
+        paths += _shoot(panel, out, "voice_panel_recording")
         panel.toggle_recording()
         player.stop()
 
         dialog = ModelsDialog(window, current=settings.to_model_choice())
         dialog.show()
         _pause(500)
-        paths.append(out / "models_dialog.png")
-        dialog.grab().save(str(paths[-1]))
+        paths += _shoot(dialog, out, "models_dialog")
         dialog.close()
-        paths.append(_project_shot(out, work, window, settings))
+        paths += _project_shot(out, work, window, settings)
         window.close()
         bridge.shutdown(5.0)
         app.quit()
     return paths
 
 
-def _project_shot(out: Path, work: Path, window, settings) -> Path:
+def _project_shot(out: Path, work: Path, window, settings) -> list[Path]:
     """A two-chapter book narrated up to the end of chapter one, its second segment selected."""
     from app.new_project_dialog import narration_settings
     from engine.book.importer import import_book
@@ -137,10 +156,9 @@ def _project_shot(out: Path, work: Path, window, settings) -> Path:
     shot.segment_table.select_segment(shot.project.chapters[0].segments[1].id)
     shot.play_selected()
     _pause(500)
-    path = out / "project_window.png"
-    shot.grab().save(str(path))
+    paths = _shoot(shot, out, "project_window")
     shot.close()
-    return path
+    return paths
 
 
 def main() -> int:

@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import functools
 import socket
 
 import pytest
@@ -14,6 +15,7 @@ from PySide6.QtTest import QTest
 
 from app.models_dialog import ModelsDialog, human_bytes
 from engine.config import ModelChoice
+from test_downloads import hub  # noqa: F401 (fixture: the local fake hub)
 
 
 @pytest.fixture
@@ -109,3 +111,65 @@ def test_hub_unreachable_says_so_and_stays_usable(dialog, qtbot, monkeypatch, ti
     # the plain route still works after the failure
     assert dialog.use_local_folder(str(tiny_models["lm"])) and dialog.use_local_folder(str(tiny_models["codec"]))
     assert dialog.ok_button.isEnabled()
+
+
+def test_a_folder_holding_lm_and_codec_is_understood(dialog, tiny_models):
+    parent = tiny_models["lm"].parent
+    assert dialog.use_local_folder(str(parent))
+    assert dialog.chosen_lm() == str(tiny_models["lm"]) and dialog.chosen_codec() == str(tiny_models["codec"])
+    assert dialog.ok_button.isEnabled()
+
+
+def test_a_failed_download_does_not_leave_the_bar_starting(dialog, qtbot, monkeypatch):
+    with socket.socket() as s:  # a local port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    dialog.consent_box.setChecked(True)
+    QTest.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+    assert dialog.progress_bar.isVisible() and dialog.progress_bar.format() == "Starting…"
+    qtbot.waitUntil(lambda: not dialog.is_downloading(), timeout=60_000)
+    assert not dialog.progress_bar.isVisible()
+
+
+def test_checking_models_download_in_the_dialog(qtbot, empty_hf_cache, monkeypatch, hub, tiny_models):
+    """Whisper and the speaker model are offered like the voice models. Only the hub transfer is faked:
+    the hub is test_downloads' local server, and a verifier entry points at its repo."""
+    from engine.models import downloads
+    from test_downloads import REPO
+
+    fake = downloads.CatalogEntry("asr", REPO, "Whisper small (speech recognition)", 5_000_000, "test entry")
+    monkeypatch.setattr(downloads, "VERIFIER_CATALOG", (fake,) + downloads.VERIFIER_CATALOG[1:])
+    monkeypatch.setattr(downloads, "download", functools.partial(downloads.download, endpoint=hub))  # to the local hub
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    current = ModelChoice(lm=str(tiny_models["lm"]), codec=str(tiny_models["codec"]))
+    d = ModelsDialog(current=current)
+    qtbot.addWidget(d)
+    d.show()
+    boxes = d.verifier_boxes
+    assert set(boxes) == {"asr", "asr-large", "speaker"}
+    assert "not downloaded" in boxes["asr"].text() and "WavLM" in boxes["speaker"].text()
+    assert d.ok_button.isEnabled()  # checking models are optional
+    assert not d.download_button.isEnabled()  # nothing ticked
+    boxes["asr"].setChecked(True)
+    d.consent_box.setChecked(True)
+    assert d.download_button.isEnabled()
+    QTest.mouseClick(d.download_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not d.is_downloading(), timeout=60_000)
+    assert d.status_label.text() == "Download complete."
+    assert downloads.installed_path(REPO) is not None
+    qtbot.waitUntil(lambda: "installed at" in boxes["asr"].text(), timeout=10_000)
+    assert not boxes["asr"].isEnabled()  # installed: nothing to tick
+
+
+def test_the_speaker_model_fetches_its_weights_only_pickle(hub, tmp_path, monkeypatch):
+    """microsoft/wavlm-base-plus-sv has only pytorch_model.bin: its entry fetches it (weights-only loading)."""
+    from engine.models import downloads
+    from test_downloads import FILES, REPO
+
+    entry = downloads.CatalogEntry("speaker", REPO, "WavLM", 1, "test entry", pickle_weights=True)
+    monkeypatch.setattr(downloads, "VERIFIER_CATALOG", (entry,))
+    folder = downloads.download(REPO, endpoint=hub, cache_dir=tmp_path)
+    assert (folder / "pytorch_model.bin").read_bytes() == FILES["pytorch_model.bin"]
+    assert downloads.installed_path(REPO, cache_dir=tmp_path) == folder

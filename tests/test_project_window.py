@@ -265,3 +265,54 @@ def test_each_windows_stop_and_close_cancel_only_their_own_job(qtbot, main, tmp_
         moment[0] = None
         release.set()
         main.bridge._event_arrived.disconnect(hold)
+
+
+@pytest.mark.slow
+def test_repeated_sentences_placement_errors_column_regenerate_and_closing(qtbot, main, tmp_path):
+    from app.segment_table import ERRORS_COLUMN
+    from gui_session import answer_next_question
+
+    book = "Chapter One\n\nThe bell rang.\n\nThe bell rang.\n\nChapter Two\n\nThe end came.\n"
+    window = create_through_dialog(qtbot, main, tmp_path, book_text=book)
+    project, table = window.project, window.segment_table
+    area = window.screen().availableGeometry()
+    frame = window.frameGeometry()
+    assert frame.left() >= area.left() and frame.top() >= area.top() and window.height() <= area.height()
+    assert table.isColumnHidden(ERRORS_COLUMN)  # no verifiers in this project: no error rates to show
+
+    segments = project.chapters[0].segments
+    assert segments[1].text == segments[2].text
+    at_the_end = []
+
+    def snapshot(event):  # after the window handled the run's last progress event
+        if event.progress.done == event.progress.total:
+            at_the_end.append([table.status_text(s.id) for s in segments])
+
+    main.bridge.narration_progressed.connect(snapshot)
+    with qtbot.waitSignal(window.bridge.narrated, timeout=WAIT_MS):
+        qtbot.mouseClick(window.narrate_button, Qt.MouseButton.LeftButton)
+        seen = answer_next_question("Keep working")  # 8. closing during narration asks first
+        window.close()
+        assert "being narrated" in seen[0] and window.isVisible()
+    main.bridge.narration_progressed.disconnect(snapshot)
+    result = window.last_result
+    assert (result.rendered, result.total) == (4, 5)  # the repeated sentence is rendered once
+    assert len(take_files(window)) == 2 * 4
+    assert at_the_end and "pending" not in at_the_end[-1] and "rendering…" not in at_the_end[-1]  # live table
+
+    # after Regenerate the player shows the new take, not the old one
+    table.select_segment(segments[0].id)
+    window.play_selected()
+    old = window.player.audio().copy()
+    with qtbot.waitSignal(window.bridge.narrated, timeout=WAIT_MS):
+        qtbot.mouseClick(window.regenerate_button, Qt.MouseButton.LeftButton)
+        assert len(window.player.audio()) == 0  # the old take is not shown as if it were the new one
+    segment = project.find(segments[0].id)
+    np.testing.assert_array_equal(window.player.audio(), project.load_take(segment))
+    assert not np.array_equal(window.player.audio(), old)
+
+    with qtbot.waitSignal(window.bridge.narrated, timeout=WAIT_MS):
+        qtbot.mouseClick(window.regenerate_button, Qt.MouseButton.LeftButton)
+        answer_next_question("Stop and close")
+        window.close()
+    assert window not in main.projects.windows

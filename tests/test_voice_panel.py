@@ -144,7 +144,7 @@ def test_encode_failure_allows_saving_again(panel, speech_clip_16k):
     panel.save_voice()
     assert panel.save_button.text() == "Encoding…" and not panel.save_button.isEnabled()
     panel.set_encode_failed()
-    assert panel.save_button.text() == "Save voice…" and panel.save_button.isEnabled()
+    assert panel.save_button.text() == "Save voice" and panel.save_button.isEnabled()
 
 
 def test_rename_delete_export_import(panel, qtbot, library, tmp_path):
@@ -250,3 +250,25 @@ def test_recording_stops_by_itself_at_the_limit(null_sink, qtbot, library, monke
     assert panel.is_recording()
     qtbot.waitUntil(lambda: not panel.is_recording(), timeout=10_000)
     assert len(panel.trimmed_samples()) == pytest.approx(SAMPLE_RATE, abs=0.05 * SAMPLE_RATE)
+
+
+def test_a_new_clip_brings_its_own_name_transcript_and_length(panel, tmp_path, speech_clip_16k):
+    samples, path = speech_clip_16k
+    assert panel.timer_label.text() == "No clip"
+    assert not panel.level_meter.isVisible() and panel.level_label.buddy() is panel.level_meter  # labelled
+    panel.import_file(str(path))
+    panel.set_transcript(TRANSCRIPT)
+    panel.name_edit.setText("Fox")
+    whole = panel.waveform.duration_s()  # load_reference keeps the usable stretch of the file
+    from app.voice_panel import _clock
+    assert panel.timer_label.text() == f"Clip {_clock(whole)}"  # an imported clip has a length too
+    panel.waveform.set_trim_range(0.0, 2.5)
+    assert panel.timer_label.text() == f"Clip 0:02 of {_clock(whole)}"
+    second = tmp_path / "second take.wav"
+    import soundfile as sf
+
+    sf.write(second, samples[: 3 * SAMPLE_RATE], SAMPLE_RATE)
+    panel.import_file(str(second))
+    assert panel.name_edit.text() == "second take" and panel.transcript() == ""  # not the previous clip's words
+    assert panel.timer_label.text() == f"Clip {_clock(panel.waveform.duration_s())}" and "of" not in panel.timer_label.text()
+    assert panel.voice_list.currentItem().text() == "Unsaved clip: second take"

@@ -244,6 +244,11 @@ def narrate(
         if cancel is not None and cancel.is_set():
             cancelled = True
             break
+        if (record := project.record(segment)) is not None:  # an identical segment earlier in this run made it
+            finished += 1
+            audio_s += record.duration_s
+            report(segment, record.status)
+            continue
 
         def on_tokens(done: int, budget: int, segment: Segment = segment) -> None:
             if done % 25 == 0:

@@ -100,6 +100,11 @@ def load_lm(folder: Path, *, quantization: str | None = None, device: str = "aut
     except Exception as error:  # transformers/safetensors raise many types (SafetensorError, RuntimeError, ...)
         if is_out_of_memory(error):
             raise
+        if type(error).__name__ == "SafetensorError":  # a truncated or corrupt weights file (an interrupted copy)
+            raise ModelFormatError(
+                f"The Llasa LM in {folder} has a damaged or incomplete weights file ({error}): "
+                "download it again or choose another folder."
+            ) from error
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFormatError(f"Cannot load the Llasa LM from {folder}: {reason[:300]}") from error
     if "device_map" not in options:

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from engine.errors import CancelledError, HubUnreachableError, ModelNotFoundError, OutputFileError
 
 ALLOW_PATTERNS = ("*.safetensors", "*.json", "tokenizer.model")  # top-level files only; never pickles
+WEIGHTS_ONLY_PICKLE = "pytorch_model.bin"  # fetched only for entries with pickle_weights (loaded weights-only)
 _PROGRESS_CHUNK = 1 << 20  # bytes per read, so progress and cancel react about every MiB
 _TIMEOUT_S = 15.0  # listing a repo
 
@@ -32,6 +33,7 @@ class CatalogEntry:
     title: str
     download_bytes: int  # approximate: safetensors + config + tokenizer files, from the hub's file list
     description: str
+    pickle_weights: bool = False  # the repo has only pytorch_model.bin: fetch it (loaded weights-only, never run)
 
 
 # Sizes: the repos' file listings on huggingface.co (decimal GB, summed over the files we fetch).
@@ -59,8 +61,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
 # vocab.json 1.04 MB, tokenizer_config.json 283 kB, ...); whisper-small's model.safetensors 967 MB + about
 # 3.9 MB of json (estimated from memory of its listing, not re-checked). microsoft/wavlm-base-plus-sv has
 # only a pickle (pytorch_model.bin, 405 MB): ALLOW_PATTERNS never fetches pickles, so the app does not
-# offer the verifiers for download; `hf download` gets them, and engine.verify.scoring loads that one pickle
-# weights-only (see engine.verify.scoring.WEIGHTS_ONLY_PICKLE).
+# fetch it unless its entry says pickle_weights; engine.verify.scoring loads that one pickle weights-only
+# (torch.load(weights_only=True): tensors only, no code runs; see engine.verify.scoring.WEIGHTS_ONLY_PICKLE).
 VERIFIER_CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         "asr", "openai/whisper-small", "Whisper small (speech recognition)", 971_000_000,
@@ -73,6 +75,7 @@ VERIFIER_CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         "speaker", "microsoft/wavlm-base-plus-sv", "WavLM speaker verification", 405_000_000,
         "Scores how close each take's voice is to the reference clip (x-vector cosine similarity).",
+        pickle_weights=True,
     ),
 )
 
@@ -91,10 +94,12 @@ def catalog_entry(key_or_repo: str) -> CatalogEntry | None:
     return next((e for e in CATALOG + VERIFIER_CATALOG if key_or_repo in (e.key, e.repo_id)), None)
 
 
-def _is_complete(folder: Path) -> bool:
+def _is_complete(folder: Path, pickle_weights: bool = False) -> bool:
     """True when the folder has config.json, which a download writes last, and all its weights."""
     if not (folder / "config.json").is_file():
         return False
+    if pickle_weights and (folder / WEIGHTS_ONLY_PICKLE).is_file():
+        return True
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -113,7 +118,8 @@ def installed_path(repo_id: str, *, cache_dir: Path | None = None) -> Path | Non
         folder = Path(snapshot_download(repo_id, local_files_only=True, cache_dir=cache_dir))
     except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError; bad ids are ValueErrors
         return None
-    return folder if _is_complete(folder) else None
+    entry = catalog_entry(repo_id)
+    return folder if _is_complete(folder, bool(entry and entry.pickle_weights)) else None
 
 
 def _unreachable(host: str, reason: str) -> HubUnreachableError:
@@ -130,12 +136,15 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 def _files_to_fetch(api, repo_id: str) -> list[tuple[str, int]]:
-    """(name, bytes) of the top-level files matching ALLOW_PATTERNS, config.json last."""
+    """(name, bytes) of the top-level files matching ALLOW_PATTERNS (plus WEIGHTS_ONLY_PICKLE for a catalog
+    entry with pickle_weights), config.json last."""
     from huggingface_hub.utils import filter_repo_objects
 
     info = api.model_info(repo_id, files_metadata=True, timeout=_TIMEOUT_S)
     siblings = {s.rfilename: int(s.size or 0) for s in info.siblings or () if "/" not in s.rfilename}
-    names = sorted(filter_repo_objects(siblings, allow_patterns=list(ALLOW_PATTERNS)))
+    entry = catalog_entry(repo_id)
+    patterns = list(ALLOW_PATTERNS) + ([WEIGHTS_ONLY_PICKLE] if entry and entry.pickle_weights else [])
+    names = sorted(filter_repo_objects(siblings, allow_patterns=patterns))
     names.sort(key=lambda name: name == "config.json")  # stable: config.json moves to the end
     if "config.json" not in names:
         raise ModelNotFoundError(f"{repo_id} has no config.json on the hub: it is not a model Llasa Studio can use.")
