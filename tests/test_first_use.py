@@ -26,7 +26,7 @@ from gui_session import WAIT_MS, answer_next_question, running_main_window  # no
 
 REFERENCE_CODES = 1800  # 36 s at 50 codes/s: leaves the tiny LM ~150 tokens, a take in about a second
 REFERENCE_TEXT = "The reference clip says these words, slowly and clearly, for the test of the window."
-TOO_LONG = "This text is far too long for the room the long reference leaves in the model's window. " * 12
+TOO_LONG = "Unsplittable" + "o" * 600  # one 'word' that cannot fit beside the long reference even alone
 
 
 @pytest.fixture
