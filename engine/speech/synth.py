@@ -90,7 +90,14 @@ class Synthesizer:
         codec_dir = resolve_model(choice.codec, "X-Codec2")
         check_lm_folder(lm_dir)
         check_codec_folder(codec_dir)
-        lm = load_lm(lm_dir, quantization=choice.quantization, device=choice.device)
+        if choice.backend == "llamacpp":  # "auto" stays torch here until the render path applies resolve_backend
+            from engine.lm.backend import resolve_backend
+            from engine.lm.llamacpp import load_llamacpp_lm
+
+            resolve_backend(choice.backend, choice.device)  # DeviceError without the llamacpp extra
+            lm = load_llamacpp_lm(lm_dir, choice.gguf_precision)
+        else:
+            lm = load_lm(lm_dir, quantization=choice.quantization, device=choice.device)
         codec_dtype = torch.float32 if lm.device.type == "cpu" else torch.float16
         codec = XCodec2.from_checkpoint(
             codec_dir, decode_only=not with_encoder, device=lm.device, dtype=codec_dtype
@@ -139,7 +146,10 @@ class Synthesizer:
         codes: list[int] = []
         chunks: list[np.ndarray] = []
         decoder = StreamingDecoder(self.codec, voice.codes if voice else ()) if on_audio else None
-        stream = generate_codes(self.lm, prompt, params, max_new_tokens=budget, cancel=cancel)
+        if hasattr(self.lm, "decoder"):  # the llama.cpp LM (engine.lm.llamacpp): its own decode loop
+            stream = self.lm.decoder(1, len(prompt) + budget).codes(prompt, params, max_new_tokens=budget, cancel=cancel)
+        else:
+            stream = generate_codes(self.lm, prompt, params, max_new_tokens=budget, cancel=cancel)
         while True:
             try:
                 codes.append(next(stream))
