@@ -239,6 +239,7 @@ class MainWindow(QMainWindow):
         self.settings.lm = dialog.chosen_lm()
         self.settings.codec = dialog.chosen_codec()
         self.settings.quantization = dialog.chosen_quantization()
+        self.settings.backend, self.settings.gguf_precision = dialog.chosen_backend(), dialog.chosen_gguf_precision()
         self.settings.sync()
         if not (self._models_ready or self._loading) or self.settings.to_model_choice() != before:
             self.load_models()
