@@ -259,7 +259,7 @@ def _quantize_child(src: str, dst: str, ftype: int, threads: int, conn: Any) -> 
         match = _TENSOR_LINE.search(text or b"")
         if match:
             conn.send((int(match.group(1)), int(match.group(2))))
-        elif level in (2, 3) and text:
+        elif level in (3, 4) and text:  # ggml's WARN and ERROR
             errors.append(text.decode("utf-8", "replace").strip())
 
     llama_cpp.llama_log_set(log, ctypes.c_void_p(0))

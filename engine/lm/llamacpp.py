@@ -47,7 +47,7 @@ def _llama() -> Any:
 
         @llama_cpp.llama_log_callback
         def log(level: int, text: bytes, user_data: Any) -> None:
-            if level in (2, 3) and text:  # warnings and errors: kept for error messages, never printed
+            if level in (3, 4) and text:  # ggml's WARN and ERROR: kept for error messages, never printed
                 _LOG.append(text.decode("utf-8", "replace").strip())
 
         _LOG_CALLBACK = log
@@ -91,8 +91,8 @@ def check_vocabulary(vocab: Any, tokenizer: Any, tokens: SpeechTokens, path: Pat
     ids = tokenizer.convert_tokens_to_ids(list(LLASA_TAGS)) + list(range(tokens.first_speech_id, tokens.vocab_end))
     expected = tokenizer.convert_ids_to_tokens(ids)
     for tid, want in zip(ids, expected):
-        got = llama_cpp.llama_vocab_get_text(vocab, tid)
-        if (got or b"").decode("utf-8", "replace") != want:
+        got = (llama_cpp.llama_vocab_get_text(vocab, tid) or b"").decode("utf-8", "replace")
+        if got != want:
             raise ModelFormatError(
                 f"{path}: token {tid} is {got!r} in the GGUF but {want!r} in the tokenizer; "
                 "delete the file so it is converted again."
