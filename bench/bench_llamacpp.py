@@ -31,8 +31,9 @@ def write_tokenizer(folder: Path, tokens: SpeechTokens) -> None:
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab["to"] = len(vocab)
     vocab.update({f"tok{i}": i for i in range(len(vocab), LLAMA3_IDS)})
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("t", "o")]))  # llama.cpp needs at least one merge
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = [f"<|reserved_special_token_{k}|>" for k in range(256)]

@@ -115,6 +115,8 @@ def _vocabulary(folder: Path, tokenizer: Any, n_vocab: int) -> tuple[list[str], 
     if spec.get("model", {}).get("type") != "BPE":
         raise ModelFormatError(f"The tokenizer in {folder} is not a byte-level BPE (Llama-3) tokenizer.")
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
+    if not merges:  # llama.cpp refuses a BPE vocabulary without merges
+        raise ModelFormatError(f"The tokenizer in {folder} has no BPE merges: it is not a Llama-3 tokenizer.")
     return names, types, merges
 
 
