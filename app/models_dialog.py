@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 from engine.models import downloads
 from engine.config import ModelChoice
 from engine.errors import CancelledError, EngineError, HubUnreachableError
+from engine.lm.gguf import estimated_size
 from engine.models.resolve import check_codec_folder, check_lm_folder
 
 log = logging.getLogger("llasa.app")
@@ -31,6 +32,9 @@ QUANTIZATION_NOTES = {  # what each choice costs and gives (GPU memory for the 1
     "fp32": "fp32: full quality, twice bf16's memory; the choice for CPUs.",
 }
 _LOCAL = "local"  # key of the LM radio button for a local folder
+BACKEND_LABELS = {"auto": "Automatic (today: PyTorch)", "torch": "PyTorch",
+                  "llamacpp": "llama.cpp (fast on CPUs and Macs)"}
+GGUF_LABELS = {"q8_0": "Q8_0 (default)", "q4_k_m": "Q4_K_M (fastest)", "bf16": "BF16 (exact)"}
 
 
 def human_bytes(n: int) -> str:
@@ -174,6 +178,22 @@ class ModelsDialog(QDialog):
         quant_row.addWidget(self.quant_combo)
         quant_row.addWidget(self.quant_note, 1)
 
+        self.backend_combo = QComboBox()
+        self.backend_combo.setAccessibleName("Engine")
+        self.backend_combo.setToolTip("What runs the voice model; llama.cpp needs the llamacpp extra")
+        for key, label in BACKEND_LABELS.items():
+            self.backend_combo.addItem(label, key)
+        self.gguf_combo = QComboBox()
+        self.gguf_combo.setAccessibleName("llama.cpp precision")
+        self.gguf_combo.setToolTip("llama.cpp weights, converted once from the model (never downloaded)")
+        for key in GGUF_LABELS:
+            self.gguf_combo.addItem(GGUF_LABELS[key], key)
+        engine_row = QHBoxLayout()
+        engine_row.addWidget(QLabel("Engine:"))
+        engine_row.addWidget(self.backend_combo)
+        engine_row.addWidget(QLabel("llama.cpp:"))
+        engine_row.addWidget(self.gguf_combo, 1)
+
         self.licence_label = QLabel(downloads.LICENCE_NOTICE)
         self.licence_label.setWordWrap(True)
         self.licence_label.setAccessibleName("Licence")
@@ -218,6 +238,7 @@ class ModelsDialog(QDialog):
             layout.addWidget(w)
         layout.addLayout(quant_row)
         layout.addWidget(verify_box)
+        layout.addLayout(engine_row)
         for w in (self.licence_label, self.consent_label, self.consent_box):
             layout.addWidget(w)
         layout.addLayout(dl_row)
@@ -238,6 +259,8 @@ class ModelsDialog(QDialog):
             self._local_codec = str(Path(current.codec).expanduser())
         self.quant_combo.setCurrentIndex(max(0, self.quant_combo.findData(current.quantization)))
         self.quant_note.setText(QUANTIZATION_NOTES[self.quant_combo.currentData()])
+        self.backend_combo.setCurrentIndex(max(0, self.backend_combo.findData(current.backend)))
+        self.gguf_combo.setCurrentIndex(max(0, self.gguf_combo.findData(current.gguf_precision)))
 
     # --- state ----------------------------------------------------------------------------------
     def _lm_key(self) -> str | None:
@@ -263,8 +286,33 @@ class ModelsDialog(QDialog):
         """One of engine.config.QUANTIZATIONS, or None for automatic (4bit on CUDA, fp32 on CPU)."""
         return self.quant_combo.currentData()
 
+    def chosen_backend(self) -> str:
+        """One of engine.config.BACKENDS."""
+        return self.backend_combo.currentData()
+
+    def chosen_gguf_precision(self) -> str:
+        """The llama.cpp weights: "q8_0", "q4_k_m" or "bf16"."""
+        return self.gguf_combo.currentData()
+
     def chosen(self) -> ModelChoice:
-        return ModelChoice(lm=self.chosen_lm(), codec=self.chosen_codec(), quantization=self.chosen_quantization())
+        return ModelChoice(lm=self.chosen_lm(), codec=self.chosen_codec(), quantization=self.chosen_quantization(),
+                           backend=self.chosen_backend(), gguf_precision=self.chosen_gguf_precision())
+
+    def _lm_parameters(self) -> int | None:
+        """Approximate weight count of the chosen LM (bf16 safetensors: 2 bytes per weight), None if unknown."""
+        key = self._lm_key()
+        if key not in (None, _LOCAL):
+            return self._entries[key].download_bytes // 2
+        if self._local_lm:
+            return sum(p.stat().st_size for p in Path(self._local_lm).glob("*.safetensors")) // 2 or None
+        return None
+
+    def _update_gguf_sizes(self) -> None:
+        """Show each llama.cpp precision with the size its converted file will have for the chosen LM."""
+        parameters = self._lm_parameters()
+        for i, key in enumerate(GGUF_LABELS):
+            size = f" — about {human_bytes(estimated_size(parameters, key))}" if parameters else ""
+            self.gguf_combo.setItemText(i, GGUF_LABELS[key] + size)
 
     def _missing(self) -> list[tuple[str, int]]:
         """(repo id, bytes) of the chosen models that still need downloading."""
@@ -311,7 +359,9 @@ class ModelsDialog(QDialog):
             else "Download the selected model and the codec (resumes a cancelled download)"
         )
         self.ok_button.setEnabled(not self._missing_models() and bool(self.chosen_lm()) and not busy)
-        for w in (*self.lm_buttons.values(), self.local_button, self.quant_combo, self.consent_box):
+        self._update_gguf_sizes()
+        for w in (*self.lm_buttons.values(), self.local_button, self.quant_combo, self.backend_combo, self.gguf_combo,
+                  self.consent_box):
             w.setEnabled(not busy)
         if busy:
             for box in self.verifier_boxes.values():

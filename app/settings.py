@@ -95,6 +95,8 @@ class AppSettings:
     codec = _Setting("model/codec", str, DEFAULT_CODEC)
     quantization = _Setting("model/quantization", str, None)  # None = auto (4bit on CUDA, fp32 on CPU)
     device = _Setting("model/device", str, "auto")
+    backend = _Setting("model/backend", str, "auto")  # torch | llamacpp | auto (llama.cpp without CUDA, if installed)
+    gguf_precision = _Setting("model/gguf_precision", str, "q8_0")  # llama.cpp weights: q8_0 | q4_k_m | bf16
     asr = _Setting("model/asr", str, DEFAULT_ASR)  # Whisper (auto-transcribe, quality mode): repo id or folder
     speaker = _Setting("model/speaker", str, DEFAULT_SPEAKER)  # WavLM x-vector (quality mode), if on disk
     temperature = _Setting("sampling/temperature", float, _DEFAULT_SAMPLING.temperature)
@@ -126,7 +128,8 @@ class AppSettings:
 
     def to_model_choice(self) -> ModelChoice:
         """The models to load, as the engine's config (SettingsError when a stored value is invalid)."""
-        return ModelChoice(lm=self.lm, codec=self.codec, quantization=self.quantization, device=self.device)
+        return ModelChoice(lm=self.lm, codec=self.codec, quantization=self.quantization, device=self.device,
+                           backend=self.backend, gguf_precision=self.gguf_precision)
 
     def to_sampling_params(self) -> SamplingParams:
         """Sampling settings as the engine's config (SettingsError when a stored value is invalid)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: engine, bench
 
 from engine.audio.clip import FRAME_RATE  # noqa: E402
 from engine.config import SamplingParams  # noqa: E402
@@ -201,6 +201,12 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also run FastDecoder with torch.compile")
     ap.add_argument("--check-every", type=int, default=8)
     ap.add_argument("--no-render", action="store_true", help="skip the render-path row (automatic precision)")
+    ap.add_argument("--llamacpp", nargs="*", choices=["bf16", "q8_0", "q4_k_m"], default=[],
+                    help="also llama.cpp rows (needs the llamacpp extra; see bench/bench_llamacpp.py)")
+    ap.add_argument("--gguf-dir", type=Path, help="folder for the random model + its GGUF files, reused across runs "
+                    "(default /tmp/llasa-bench-SIZE)")
+    ap.add_argument("--threads", type=int, help="llama.cpp threads (default physical cores - 1)")
+    ap.add_argument("--quality-tokens", type=int, default=100, help="greedy fp32 steps the llama.cpp quality is measured on")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -247,11 +253,37 @@ def main() -> None:
         rows.append(dict(size=args.size, quant=f"auto={precision}", path=f"render path ({r.pop('prompt')}-token prompt)",
                          device=_device_name(device), **r, tokens_per_s=tps, rtf=r["total_s"] / (r["tokens"] / FRAME_RATE),
                          peak_gpu_gib=None, speedup=tps / base if base else None))
+    if args.llamacpp:
+        rows += llamacpp_rows(args, prompt, n, rows)
     _print_table(rows, "first audio" if codec is not None else "first code")
     if args.out:
         meta = dict(date=time.strftime("%Y-%m-%d"), torch=torch.__version__, python=platform.python_version(),
                     new_tokens=n, prompt_tokens=len(prompt), codec=codec is not None)
         args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")
+
+
+def llamacpp_rows(args, prompt: list[int], n: int, torch_rows: list[dict]) -> list[dict]:
+    """llama.cpp rows (LM only, no codec) with greedy agreement and KL vs the fp32 torch model."""
+    from bench_llamacpp import prepare, reference, run_llamacpp  # bench/ is on sys.path when run as a script
+    from engine.lm.loading import load_lm
+
+    folder = args.gguf_dir or Path(f"/tmp/llasa-bench-{args.size}")
+    if not (folder / "config.json").is_file():
+        prepare(build_lm(args.size, "fp32", torch.device("cpu")), folder, args.llamacpp)
+    prepare(None, folder, args.llamacpp)
+    lm = load_lm(folder, quantization="fp32", device="cpu")
+    ref_ids, ref_logits = reference(lm, prompt, args.quality_tokens)
+    del lm
+    base = next((x["tokens_per_s"] for x in torch_rows if x["quant"] == "fp32" and x["path"].startswith("recipe")), None)
+    rows = []
+    for precision in args.llamacpp:
+        r = run_llamacpp(folder, precision, prompt, n, args.threads, ref_ids, ref_logits, RECIPE)
+        tps = r["tokens"] / r["gen_s"]
+        rows.append(dict(size=args.size, device=_device_name(torch.device("cpu")), **r, tokens_per_s=tps, rtf=None,
+                         peak_gpu_gib=None, speedup=tps / base if base else None))
+        print(f"{r['path']}: prefill {r['prefill_s']:.2f} s, decode {r['decode_tokens_per_s'] or 0:.1f} tok/s, "
+              f"greedy agreement {r['greedy_agreement']:.3f}, mean KL {r['mean_kl']:.5f}, {r['gguf_gib']:.2f} GiB")
+    return rows
 
 
 def _has(module: str) -> bool:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import status
+from cli.common import add_backend_arguments, status
 from cli.subtitles import subtitle_formats
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
 from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     narrate.add_argument("--codec", help=f"X-Codec2: Hugging Face id or local folder (default {DEFAULT_CODEC})")
     narrate.add_argument("--quant", choices=QUANTIZATIONS, help="LM weights (default: automatic for the device)")
     narrate.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default auto)")
+    add_backend_arguments(narrate)
     narrate.add_argument("--seed", type=int, help="base seed of every take (default random, stored in the project)")
     narrate.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")
     narrate.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1.0 = off)")
@@ -97,6 +98,7 @@ def _hold_lock(held, folder: Path) -> None:
 
 
 def _narrate(args: argparse.Namespace, held) -> None:
+    import dataclasses
     import hashlib
     import secrets
     import tempfile
@@ -108,7 +110,10 @@ def _narrate(args: argparse.Namespace, held) -> None:
     from engine.book.project import PROJECT_FILE, NarrationProject, NarrationSettings
     from engine.voices import VoiceLibrary
 
+    from engine.lm.backend import resolve_backend
+
     # Everything that can be checked without models is checked first; nothing is written before.
+    resolve_backend(args.backend, args.device)
     creating = args.text_file is not None and not (args.project / PROJECT_FILE).exists()
     if args.text_file is None and (args.voice or args.ref):
         raise InputTextError("--voice/--ref only apply when creating a project: add --text-file BOOK.")
@@ -179,8 +184,9 @@ def _narrate(args: argparse.Namespace, held) -> None:
         from engine.speech.synth import Synthesizer
 
         status("Loading models…")
+        choice = dataclasses.replace(settings.model_choice(args.device), backend=args.backend, gguf_precision=args.gguf)
         with out_of_memory_as_error("loading the models"):
-            synthesizer = Synthesizer.load(settings.model_choice(args.device), with_encoder=clip is not None)
+            synthesizer = Synthesizer.load(choice, with_encoder=clip is not None)
         for notice in synthesizer.notices:
             status(notice)
         if creating:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import status
+from cli.common import add_backend_arguments, status
 from cli.subtitles import subtitle_formats, write_subtitles
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
 from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
@@ -25,6 +25,7 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--codec", default=DEFAULT_CODEC, help=f"X-Codec2: Hugging Face id or local folder (default {DEFAULT_CODEC})")
     synth.add_argument("--quant", choices=QUANTIZATIONS, help="LM weights (default: automatic for the device: 4bit on CUDA, bf16 or fp32 on a CPU)")
     synth.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default auto: CUDA, else MPS, else CPU)")
+    add_backend_arguments(synth)
     synth.add_argument("--seed", type=int, help="random seed, for a reproducible take")
     synth.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)")
     synth.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
@@ -73,6 +74,9 @@ def _run_synth(args: argparse.Namespace) -> None:
         raise SettingsError(f"--candidates must be 1 to 8, got {args.candidates}.")
     if args.candidates > 1 and args.play:
         raise SettingsError("--play cannot be combined with --candidates: the best take is known only at the end.")
+    from engine.lm.backend import resolve_backend
+
+    resolve_backend(args.backend, args.device)  # fails fast when llama.cpp is asked for but not installed
     # Fails fast, before loading models, when there is no PortAudio or no output device.
     player = StreamPlayer() if args.play else None
     params = SamplingParams(
@@ -86,7 +90,8 @@ def _run_synth(args: argparse.Namespace) -> None:
     for warning in clip.warnings if clip else ():
         status(f"warning: {warning}")
 
-    choice = ModelChoice(lm=args.lm, codec=args.codec, quantization=args.quant, device=args.device)
+    choice = ModelChoice(lm=args.lm, codec=args.codec, quantization=args.quant, device=args.device,
+                         backend=args.backend, gguf_precision=args.gguf)
     status("Loading models…")
     with out_of_memory_as_error("loading the models"):
         synthesizer = Synthesizer.load(choice, with_encoder=clip is not None)

@@ -11,6 +11,8 @@ from engine.errors import SettingsError
 
 QUANTIZATIONS = ("4bit", "8bit", "bf16", "fp16", "fp32")  # fp16: for Apple GPUs without bf16
 DEVICES = ("auto", "cuda", "mps", "cpu")
+BACKENDS = ("auto", "torch", "llamacpp")  # what runs the LM; auto = llama.cpp without CUDA when installed
+GGUF_PRECISIONS = ("q8_0", "q4_k_m", "bf16", "f16", "f32")  # llama.cpp weights, made from the safetensors
 
 DEFAULT_LM = "HKUSTAudio/Llasa-1B"
 DEFAULT_CODEC = "HKUSTAudio/xcodec2"
@@ -27,8 +29,16 @@ class ModelChoice:
     codec: str = DEFAULT_CODEC  # Hugging Face repo id or local folder of X-Codec2
     quantization: str | None = None  # one of QUANTIZATIONS; None = automatic per device (engine.lm.device)
     device: str = "auto"  # one of DEVICES; auto = CUDA, else Apple's MPS, else CPU
+    backend: str = "auto"  # one of BACKENDS; engine.lm.backend.resolve_backend decides what "auto" means here
+    gguf_precision: str = "q8_0"  # one of GGUF_PRECISIONS: the llama.cpp weights (q4_k_m fastest, bf16 exact)
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise SettingsError(f"Unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
+        if self.gguf_precision not in GGUF_PRECISIONS:
+            raise SettingsError(
+                f"Unknown llama.cpp precision {self.gguf_precision!r}; choose one of {', '.join(GGUF_PRECISIONS)}."
+            )
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:
             raise SettingsError(
                 f"Unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}."

@@ -29,6 +29,9 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch pinned to a release whose CPU build this CI machine has on disk; the tests need no GPU.
 .venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test,build,server]"
+# The llama.cpp backend (tests/test_llamacpp.py): pip compiles llama.cpp from source (~7 min on 2 cores);
+# GGML_NATIVE=OFF: not tuned to the machine that builds it (baseline AVX2), so a copied venv still runs.
+CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/python -m pip install -q -e ".[llamacpp]"
 # The reference X-Codec2 code, for parity tests only. --no-deps because its own pins (torch 2.5,
 # torchaudio, torchao) would break the environment; tests/xcodec2_reference.py shims the rest.
 .venv/bin/python -m pip install -q --no-deps xcodec2==0.1.5 vector-quantize-pytorch==1.17.8 \

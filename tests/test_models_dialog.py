@@ -173,3 +173,21 @@ def test_the_speaker_model_fetches_its_weights_only_pickle(hub, tmp_path, monkey
     folder = downloads.download(REPO, endpoint=hub, cache_dir=tmp_path)
     assert (folder / "pytorch_model.bin").read_bytes() == FILES["pytorch_model.bin"]
     assert downloads.installed_path(REPO, cache_dir=tmp_path) == folder
+
+
+def test_llamacpp_engine_and_precision_choice_with_sizes(qtbot, empty_hf_cache):
+    current = ModelChoice(backend="llamacpp", gguf_precision="q4_k_m")
+    d = ModelsDialog(current=current)
+    qtbot.addWidget(d)
+    assert d.chosen_backend() == "llamacpp" and d.chosen_gguf_precision() == "q4_k_m"
+    d.lm_buttons["1B"].setChecked(True)  # 2.782 GB of bf16 safetensors -> ~1.39 G weights
+    texts = [d.gguf_combo.itemText(i) for i in range(d.gguf_combo.count())]
+    assert texts == ["Q8_0 (default) — about 1.5 GB", "Q4_K_M (fastest) — about 852.0 MB", "BF16 (exact) — about 2.8 GB"]
+    d.lm_buttons["8B"].setChecked(True)
+    assert d.gguf_combo.itemText(0) == "Q8_0 (default) — about 9.1 GB"
+    d.gguf_combo.setCurrentIndex(d.gguf_combo.findData("bf16"))
+    d.backend_combo.setCurrentIndex(d.backend_combo.findData("auto"))
+    assert (d.chosen().backend, d.chosen().gguf_precision) == ("auto", "bf16")
+    fresh = ModelsDialog()
+    qtbot.addWidget(fresh)
+    assert (fresh.chosen_backend(), fresh.chosen_gguf_precision()) == ("auto", "q8_0")  # the defaults

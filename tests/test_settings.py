@@ -31,6 +31,7 @@ def test_round_trip_through_the_ini_file(tmp_path):
     path = tmp_path / "s.ini"
     s = ini(path)
     s.lm, s.codec, s.quantization, s.device = str(tmp_path / "lm"), "me/codec", "bf16", "cpu"
+    s.backend, s.gguf_precision = "llamacpp", "q4_k_m"
     s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.seed = 0.5, 0.9, 40, 1.1, 1234
     s.input_device, s.output_device = 3, 0
     s.voices_folder, s.models_folder = tmp_path / "voices", tmp_path / "models"
@@ -38,7 +39,7 @@ def test_round_trip_through_the_ini_file(tmp_path):
     assert "temperature=0.5" in path.read_text()
 
     again = ini(path)
-    assert again.to_model_choice() == ModelChoice(str(tmp_path / "lm"), "me/codec", "bf16", "cpu")
+    assert again.to_model_choice() == ModelChoice(str(tmp_path / "lm"), "me/codec", "bf16", "cpu", "llamacpp", "q4_k_m")
     assert again.to_sampling_params() == SamplingParams(0.5, 0.9, 40, 1.1, 1234)
     assert (again.input_device, again.output_device) == (3, 0)  # 0 is a device, not "unset"
     assert again.voices_folder == tmp_path / "voices" and again.models_folder == tmp_path / "models"

@@ -64,9 +64,16 @@ class Synthesizer:
         codec_dir = resolve_model(choice.codec, "X-Codec2")
         check_lm_folder(lm_dir)
         check_codec_folder(codec_dir)
-        lm = _load_lm_with_fallback(lm_dir, choice)
+        if choice.backend == "llamacpp":  # "auto" stays torch here until the render path applies resolve_backend
+            from engine.lm.backend import resolve_backend
+            from engine.lm.llamacpp import load_llamacpp_lm
+
+            resolve_backend(choice.backend, choice.device)  # DeviceError without the llamacpp extra
+            lm = load_llamacpp_lm(lm_dir, choice.gguf_precision)
+        else:
+            lm = _load_lm_with_fallback(lm_dir, choice)
         notices = [lm.notice] if lm.notice else []
-        if lm.device.type == "cuda":
+        if lm.device.type == "cuda" and choice.backend != "llamacpp":
             lm, verdict = verify_lm_fast_path(lm, str(choice.lm), verdicts)
             if not verdict.ok:
                 notices.append(verdict.reason)

@@ -1,0 +1,43 @@
+"""Which engine runs the Llasa LM: PyTorch (CUDA, or the CPU) or llama.cpp (CPUs and Apple Silicon).
+
+"auto" picks llama.cpp on a machine without CUDA when the optional ``llamacpp`` extra is
+installed, because it decodes several times faster than PyTorch on a CPU; otherwise PyTorch.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+from engine.config import BACKENDS
+from engine.errors import DeviceError, SettingsError
+
+MISSING_EXTRA = (
+    "The llama.cpp backend needs llama-cpp-python: pip install \"llasa-studio[llamacpp]\" "
+    "(it compiles llama.cpp; see the README), or use --backend torch."
+)
+
+
+def llamacpp_installed() -> bool:
+    """True if llama-cpp-python can be imported (without importing it: that loads its library)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def resolve_backend(backend: str, device: str = "auto") -> str:
+    """"auto" | "torch" | "llamacpp" (+ the torch device choice) -> "torch" or "llamacpp".
+
+    DeviceError when llama.cpp is asked for but not installed, or together with --device cuda.
+    """
+    if backend not in BACKENDS:
+        raise SettingsError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+    if backend == "torch":
+        return "torch"
+    if backend == "llamacpp":
+        if device == "cuda":
+            raise DeviceError("--backend llamacpp runs on the CPU (or Metal); use --backend torch with --device cuda.")
+        if not llamacpp_installed():
+            raise DeviceError(MISSING_EXTRA)
+        return "llamacpp"
+    if device == "cuda" or not llamacpp_installed():
+        return "torch"
+    import torch
+
+    return "torch" if torch.cuda.is_available() else "llamacpp"

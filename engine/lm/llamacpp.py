@@ -1,0 +1,391 @@
+"""The Llasa LM on llama.cpp (through llama-cpp-python): fast on CPUs, Metal on Apple Silicon.
+
+``LlamaCppLM`` is the loaded GGUF (made from the official safetensors by engine.lm.gguf) plus the
+Hugging Face tokenizer for prompt building; ``lm.decoder(max_batch, max_length)`` gives a
+``LlamaCppDecoder`` with engine.lm.decoder.FastDecoder's ``generate`` protocol. llama.cpp only
+computes logits; sampling (restricted to the speech tokens and the stop tokens) is ours, with the
+same settings and order as the torch decoder, so greedy decoding gives the torch decoder's codes
+up to floating-point differences. The optional ``llamacpp`` extra provides llama-cpp-python.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import platform
+import subprocess
+import threading
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.config import SamplingParams
+from engine.errors import DeviceError, ModelFormatError, SettingsError
+from engine.lm.backend import MISSING_EXTRA
+from engine.lm.gguf import DEFAULT_PRECISION, Progress, ensure_gguf
+from engine.lm.loading import make_generator
+from engine.lm.sampling import apply_top_k, apply_top_p
+from engine.lm.tokens import LLASA_TAGS, SpeechTokens
+
+PREFILL_CHUNK = 256  # prompt tokens per llama_decode call while prefilling; cancel is checked between chunks
+_LOG: collections.deque[str] = collections.deque(maxlen=8)  # llama.cpp's last warnings/errors, for messages
+_LOG_CALLBACK: Any = None  # kept alive: llama.cpp holds a pointer to it
+
+
+def _llama() -> Any:
+    """The llama_cpp module, initialised once with a quiet logger; DeviceError if the extra is missing."""
+    global _LOG_CALLBACK
+    try:
+        import llama_cpp
+    except ImportError as error:  # the extra is not installed, or its shared library does not load
+        raise DeviceError(f"{MISSING_EXTRA} ({error})") from error
+    if _LOG_CALLBACK is None:
+
+        @llama_cpp.llama_log_callback
+        def log(level: int, text: bytes, user_data: Any) -> None:
+            if level in (3, 4) and text:  # ggml's WARN and ERROR: kept for error messages, never printed
+                _LOG.append(text.decode("utf-8", "replace").strip())
+
+        _LOG_CALLBACK = log
+        llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+    return llama_cpp
+
+
+def physical_cores() -> int:
+    """Physical CPU cores this process may use (hyper-threads not counted)."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = None
+    try:
+        if platform.system() == "Linux":
+            pairs, phys = set(), "0"
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    pairs.add((phys, line.split(":")[1].strip()))
+            cores = len(pairs) or None
+        elif platform.system() == "Darwin":
+            out = subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True, timeout=5)
+            cores = int(out.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        cores = None
+    return max(1, min(cores or logical, logical))
+
+
+def llama_threads() -> int:
+    """Threads for llama.cpp: physical cores - 1 (at least 1), so the streaming codec keeps a core."""
+    return max(1, physical_cores() - 1)
+
+
+def check_vocabulary(vocab: Any, tokenizer: Any, tokens: SpeechTokens, path: Path) -> None:
+    """ModelFormatError unless the GGUF's vocabulary has the tokenizer's Llasa tags and speech tokens at the same ids."""
+    llama_cpp = _llama()
+    n = llama_cpp.llama_vocab_n_tokens(vocab)
+    if n < tokens.vocab_end:
+        raise ModelFormatError(f"{path} has {n} tokens, fewer than the {tokens.vocab_end} Llasa needs: convert it again.")
+    ids = tokenizer.convert_tokens_to_ids(list(LLASA_TAGS)) + list(range(tokens.first_speech_id, tokens.vocab_end))
+    expected = tokenizer.convert_ids_to_tokens(ids)
+    for tid, want in zip(ids, expected):
+        got = (llama_cpp.llama_vocab_get_text(vocab, tid) or b"").decode("utf-8", "replace")
+        if got != want:
+            raise ModelFormatError(
+                f"{path}: token {tid} is {got!r} in the GGUF but {want!r} in the tokenizer; "
+                "delete the file so it is converted again."
+            )
+
+
+class _Model:
+    """Owns a llama_model pointer; freed when garbage-collected."""
+
+    def __init__(self, path: Path) -> None:
+        llama_cpp = _llama()
+        self._free = llama_cpp.llama_model_free
+        _LOG.clear()
+        params = llama_cpp.llama_model_default_params()
+        self.ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not self.ptr:
+            reason = _LOG[-1] if _LOG else "unknown reason"
+            raise ModelFormatError(f"llama.cpp cannot load {path}: {reason}. Delete it so it is converted again.")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.ptr)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+
+    def __del__(self) -> None:
+        if getattr(self, "ptr", None):
+            self._free(self.ptr)
+            self.ptr = None
+
+
+@dataclass(frozen=True)
+class LlamaCppLM:
+    """A Llasa LM loaded in llama.cpp: GGUF weights, the HF tokenizer (prompts) and the speech-token ids."""
+
+    model: _Model = field(repr=False)  # the loaded llama_model
+    path: Path  # the GGUF file
+    tokenizer: Any  # transformers tokenizer of the model folder, for engine.lm.prompt
+    tokens: SpeechTokens
+    quantization: str  # one of engine.lm.gguf.PRECISIONS: "q8_0", "q4_k_m", "bf16", "f16", "f32"
+    threads: int  # llama.cpp threads (physical cores - 1)
+    device: torch.device = torch.device("cpu")  # where the codec and sampling run
+    notice: str | None = None  # something the user should know, or None
+
+    def decoder(self, max_batch: int = 1, max_length: int = 2048) -> "LlamaCppDecoder":
+        """A decoder for up to ``max_batch`` rows of up to ``max_length`` tokens each."""
+        return LlamaCppDecoder(self, max_batch=max_batch, max_length=max_length)
+
+
+def load_llamacpp_lm(
+    folder: Path,
+    precision: str = DEFAULT_PRECISION,
+    on_progress: Progress | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    threads: int | None = None,
+) -> LlamaCppLM:
+    """Load the Llasa LM in ``folder`` with llama.cpp, converting it to GGUF ``precision`` first if needed.
+
+    DeviceError without the llamacpp extra; ModelFormatError for an unusable folder or GGUF file
+    (including one whose token ids differ from the tokenizer's).
+    """
+    from transformers import AutoTokenizer
+
+    _llama()
+    folder = Path(folder)
+    threads = threads or llama_threads()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ModelFormatError(f"Cannot read the tokenizer in {folder}: {error}") from error
+    tokens = SpeechTokens.from_tokenizer(tokenizer)
+    path = ensure_gguf(folder, precision, threads=threads, on_progress=on_progress, cancel=cancel)
+    model = _Model(path)
+    check_vocabulary(model.vocab, tokenizer, tokens, path)
+    notice = f"No CUDA GPU: running the LM with llama.cpp ({precision.upper()}, {threads} threads)"
+    return LlamaCppLM(model, path, tokenizer, tokens, precision, threads, notice=notice)
+
+
+class LlamaCppDecoder:
+    """Speech decoding on llama.cpp with engine.lm.decoder.FastDecoder's ``generate`` protocol.
+
+    The N rows of a batch are decoded truly batched (one llama_decode per step for all live rows,
+    one KV sequence per row; identical prompts share their prefill). The KV of row 0 is kept
+    between calls, so a prompt that starts like the previous one (same voice) prefills only the
+    rest. Holds one llama_context: run one ``generate`` at a time.
+    """
+
+    def __init__(self, lm: LlamaCppLM, *, max_batch: int = 1, max_length: int = 2048) -> None:
+        llama_cpp = _llama()
+        self.lm, self.max_batch, self.max_length = lm, max_batch, max_length
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = max_batch * max_length
+        params.n_batch = params.n_ubatch = max(PREFILL_CHUNK, max_batch)
+        params.n_seq_max = max_batch
+        params.n_threads = params.n_threads_batch = lm.threads
+        params.kv_unified = True  # shared prompt prefixes are shared cells, not copies
+        exact = lm.quantization in ("f32", "f16", "bf16")
+        params.type_k = params.type_v = 0 if exact else 1  # KV cache in F32 for the exact precisions, else F16
+        self._ctx = llama_cpp.llama_init_from_model(lm.model.ptr, params)
+        if not self._ctx:
+            raise DeviceError(f"llama.cpp could not make a context of {params.n_ctx} tokens: {_LOG[-1] if _LOG else 'out of memory?'}")
+        self._llama, self._free = llama_cpp, llama_cpp.llama_free
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
+        self._batch_free = llama_cpp.llama_batch_free
+        t = lm.tokens
+        self._token_ids = list(range(t.first_speech_id, t.vocab_end)) + list(t.stop_ids)  # reduced index -> id
+        self._stop_index = {tid: t.num_codes + j for j, tid in enumerate(t.stop_ids)}
+        self._cached: list[int] = []  # the tokens whose KV sequence 0 holds
+
+    def __del__(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._batch_free(self._batch)
+            self._free(self._ctx)
+            self._ctx = None
+
+    # ---- llama.cpp calls -----------------------------------------------------------------------
+    def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode of (token id, position, sequence, wants logits) entries."""
+        b = self._batch
+        for i, (tid, pos, seq, logits) in enumerate(entries):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tid, pos, 1, logits
+            b.seq_id[i][0] = seq
+        b.n_tokens = len(entries)
+        rc = self._llama.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise DeviceError(f"llama.cpp failed to decode (code {rc}): {_LOG[-1] if _LOG else 'no free KV cells'}")
+
+    def _reduced_logits(self, batch_index: int) -> torch.Tensor:
+        """float32 logits [num_codes + stops] of the batch entry ``batch_index`` (speech block, then stop ids)."""
+        ptr = self._llama.llama_get_logits_ith(self._ctx, batch_index)
+        full = np.ctypeslib.as_array(ptr, shape=(self.lm.model.n_vocab,))
+        t = self.lm.tokens
+        return torch.from_numpy(np.concatenate([full[t.first_speech_id : t.vocab_end], full[list(t.stop_ids)]]))
+
+    def _prefill(self, ids: list[int], seq: int, start: int, cancel: threading.Event | None) -> torch.Tensor | None:
+        """Feed ids[start:] to sequence ``seq``; logits after the last one (None if cancelled)."""
+        lo = start
+        for lo in range(start, len(ids), PREFILL_CHUNK):
+            if cancel is not None and cancel.is_set():
+                return None
+            hi = min(lo + PREFILL_CHUNK, len(ids))
+            self._decode([(ids[p], p, seq, p == len(ids) - 1) for p in range(lo, hi)])
+        return self._reduced_logits(len(ids) - 1 - lo)  # the last token's index in the last chunk
+
+    def _start(self, prompts: list[list[int]], cancel: threading.Event | None) -> torch.Tensor | None:
+        """Prefill every row (reusing sequence 0's cached prefix); logits [N, V'] after each prompt."""
+        llama_cpp, mem = self._llama, self._mem
+        for seq in range(1, self.max_batch):
+            llama_cpp.llama_memory_seq_rm(mem, seq, -1, -1)
+        first = prompts[0]
+        keep = 0
+        while keep < min(len(self._cached), len(first) - 1) and self._cached[keep] == first[keep]:
+            keep += 1
+        llama_cpp.llama_memory_seq_rm(mem, 0, keep, -1)
+        self._cached = self._cached[:keep]
+        rows = []
+        for i, prompt in enumerate(prompts):
+            if i > 0 and prompt == first:  # same prompt: share row 0's cells and logits
+                llama_cpp.llama_memory_seq_cp(mem, 0, i, -1, -1)
+                rows.append(rows[0])
+                continue
+            start = keep
+            if i > 0:  # share the cells of the prefix this row has in common with row 0
+                start = next((j for j, (a, b) in enumerate(zip(prompt, first)) if a != b), min(len(prompt), len(first)))
+                start = min(start, len(prompt) - 1)
+                if start > 0:
+                    llama_cpp.llama_memory_seq_cp(mem, 0, i, 0, start)
+            logits = self._prefill(prompt, i, start, cancel)
+            if logits is None:
+                return None
+            if i == 0:
+                self._cached = list(first)
+            rows.append(logits)
+        return torch.stack(rows)
+
+    # ---- sampling (as engine.lm.decoder.FastDecoder._sample, on the host) ------------------------
+    @staticmethod
+    def _sample(logits: torch.Tensor, seen: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> torch.Tensor:
+        """logits [B, V'] float32 -> reduced token index [B]: penalty -> greedy | temperature, top-k, top-p, draw."""
+        if params.repetition_penalty != 1.0:
+            p = params.repetition_penalty
+            logits = torch.where(seen, torch.where(logits < 0, logits * p, logits / p), logits)
+        if params.greedy:
+            return logits.argmax(-1)
+        logits = apply_top_p(apply_top_k(logits / params.temperature, params.top_k), params.top_p)
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+    # ---- public API ----------------------------------------------------------------------------
+    def prefill_prefix(self, ids: Sequence[int]) -> None:
+        """Keep the KV of a shared prompt prefix (e.g. up to the voice reference's codes) in sequence 0."""
+        ids = list(ids)
+        self._llama.llama_memory_seq_rm(self._mem, 0, -1, -1)
+        self._cached = []
+        if ids:
+            self._prefill(ids, 0, 0, None)
+            self._cached = ids
+
+    def logits(self, ids: Sequence[int]) -> torch.Tensor:
+        """Teacher-forced logits [len(ids), num_codes + stops] (float32) after each token of ``ids``.
+
+        For quality checks against the torch model (greedy agreement, KL); replaces the cached KV.
+        """
+        ids = list(ids)
+        self._llama.llama_memory_clear(self._mem, True)
+        self._cached, rows = [], []
+        for lo in range(0, len(ids), PREFILL_CHUNK):
+            hi = min(lo + PREFILL_CHUNK, len(ids))
+            self._decode([(ids[p], p, 0, True) for p in range(lo, hi)])
+            rows += [self._reduced_logits(j) for j in range(hi - lo)]
+        self._cached = ids
+        return torch.stack(rows)
+
+    def generate(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        params: SamplingParams,
+        *,
+        max_new_tokens: int,
+        cancel: threading.Event | None = None,
+    ) -> Generator[list[int | None], None, list[str]]:
+        """Generate speech after N prompts (N <= max_batch), batched; same protocol as FastDecoder.generate.
+
+        Yields per step a list of N entries: the new speech code (0..65535) of each row, or None once
+        that row has ended. Returns one finish reason per row: "end", "length" or "cancelled"
+        (``cancel`` is checked before every llama.cpp call and every yield: it stops within one token).
+        """
+        prompts = [list(p) for p in prompt_ids]
+        n = len(prompts)
+        if not 1 <= n <= self.max_batch or any(len(p) == 0 for p in prompts):
+            raise SettingsError(f"Give 1 to {self.max_batch} non-empty prompts, got {n}.")
+        longest = max(len(p) for p in prompts)
+        if longest + max_new_tokens > self.max_length:
+            raise SettingsError(
+                f"Prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceed the decoder's {self.max_length} tokens."
+            )
+        if cancel is not None and cancel.is_set():
+            return ["cancelled"] * n
+        if max_new_tokens <= 0:
+            return ["length"] * n
+        t = self.lm.tokens
+        seen = torch.zeros(n, len(self._token_ids), dtype=torch.bool)
+        for i, row in enumerate(prompts):
+            hits = [tid - t.first_speech_id if t.is_speech(tid) else self._stop_index[tid]
+                    for tid in set(row) if t.is_speech(tid) or tid in self._stop_index]
+            seen[i, hits] = True
+        generator = make_generator(torch.device("cpu"), params.seed)
+        logits = self._start(prompts, cancel)
+        if logits is None:
+            return ["cancelled"] * n
+        reasons: list[str | None] = [None] * n
+        positions = [len(p) for p in prompts]
+        live = list(range(n))  # rows still generating, in batch order
+        done = 0
+        while True:
+            drawn = self._sample(logits, seen[live], params, generator).tolist()
+            done += 1
+            codes: list[int | None] = [None] * n
+            for row, idx in zip(live, drawn):
+                seen[row, idx] = True
+                if idx >= t.num_codes:
+                    reasons[row] = "end"
+                else:
+                    codes[row] = idx
+            if cancel is not None and cancel.is_set():  # no code follows a cancel
+                return [r or "cancelled" for r in reasons]
+            if any(c is not None for c in codes):
+                yield codes
+            feed = [(row, codes[row]) for row in live if reasons[row] is None]
+            if not feed:
+                return [r or "end" for r in reasons]
+            if done >= max_new_tokens or (cancel is not None and cancel.is_set()):
+                final = "length" if done >= max_new_tokens else "cancelled"
+                return [r or final for r in reasons]
+            entries = [(t.first_speech_id + code, positions[row], row, True) for row, code in feed]
+            self._decode(entries)
+            for row, code in feed:
+                positions[row] += 1
+                if row == 0:
+                    self._cached.append(t.first_speech_id + code)
+            live = [row for row, _ in feed]
+            logits = torch.stack([self._reduced_logits(i) for i in range(len(live))])
+
+    def codes(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        *,
+        max_new_tokens: int,
+        cancel: threading.Event | None = None,
+    ) -> Generator[int, None, str]:
+        """One prompt: yields codes, returns the finish reason (as FastDecoder.codes)."""
+        steps = self.generate([prompt_ids], params, max_new_tokens=max_new_tokens, cancel=cancel)
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value[0]
+            yield step[0]
