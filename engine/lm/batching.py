@@ -120,3 +120,26 @@ def _check(cancel: threading.Event | None) -> None:
     """No result follows a cancel."""
     if cancel is not None and cancel.is_set():
         raise CancelledError("Generation was cancelled.")
+
+
+def default_batch(lm, *, context: int = 2048, cap: int = 8) -> int:
+    """Rows to decode at once on `lm`'s device: as many full-window KV caches as fit in half the free
+    memory (CUDA: torch.cuda.mem_get_info after the weights are loaded; CPU/MPS: a quarter of the
+    available RAM), at least 1 and at most `cap` (beyond 8 a step costs ~linearly more on the devices
+    measured, so more rows buy little). One row's cache: layers * 2 * kv_heads * context * head_dim values."""
+    import os
+
+    import torch
+
+    config = lm.model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    size = lm.model.model.embed_tokens.weight.element_size()
+    per_row = config.num_hidden_layers * 2 * config.num_key_value_heads * context * head_dim * size
+    if lm.device.type == "cuda":
+        free = torch.cuda.mem_get_info(lm.device)[0] // 2
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+        except (ValueError, OSError, AttributeError):  # no sysconf (Windows): assume 8 GB free
+            free = 2 * 2**30
+    return max(1, min(cap, free // max(per_row, 1)))
