@@ -21,7 +21,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch pinned to a release whose CPU build this CI machine has on disk; the tests need no GPU.
-.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test,build]"
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test,build,cluster]"
 # The reference X-Codec2 code, for parity tests only. --no-deps because its own pins (torch 2.5,
 # torchaudio, torchao) would break the environment; tests/xcodec2_reference.py shims the rest.
 .venv/bin/python -m pip install -q --no-deps xcodec2==0.1.5 vector-quantize-pytorch==1.17.8 \
