@@ -42,6 +42,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          "when downloaded; 'none' = off)")
     narrate.add_argument("--max-error-rate", type=float, help="quality mode: flag segments whose best take's word (or "
                          "character) error rate is above this (default 0.15)")
+    narrate.add_argument("--batch", type=int, help="segments rendered at once, 1-8 (default: as many full-window KV caches "
+                         "as fit in half the free device memory, at most 8); takes are the same whatever the batch")
+    narrate.add_argument("--workers", type=int, help="render in N worker processes (one per GPU, or CPU processes), each "
+                         "loading the models once; this process alone writes the project")
+    narrate.add_argument("--ray", metavar="ADDRESS", help="render on the Ray cluster at ADDRESS (HOST:PORT of `ray start "
+                         "--head`, or auto): one actor per GPU or machine; needs pip install \".[cluster]\"")
     narrate.add_argument("--export", choices=("wav", "flac", "mp3", "m4b"), help="export the book when all is rendered")
     narrate.add_argument("--per-chapter", action="store_true", help="export one file per chapter into the folder --out")
     narrate.add_argument("--out", type=Path, help="export destination: a file, or a folder with --per-chapter")
@@ -124,6 +130,12 @@ def _narrate(args: argparse.Namespace, held) -> None:
     cast_files = _parse_cast(args.cast)
     if bool(args.ref) != bool((args.ref_text or "").strip()):
         raise InputTextError("--ref and --ref-text go together: type exactly what the reference clip says.")
+    if args.batch is not None and not 1 <= args.batch <= 8:
+        raise SettingsError(f"--batch {args.batch}: use 1 to 8 segments at once.")
+    if args.workers is not None and args.workers < 1:
+        raise SettingsError(f"--workers {args.workers}: use 1 or more worker processes.")
+    if args.workers and args.ray:
+        raise SettingsError("--workers and --ray exclude each other: Ray starts its own workers.")
     if (args.export is None) != (args.out is None) or (args.per_chapter and args.export is None):
         raise SettingsError("--export FORMAT and --out PATH go together (--per-chapter needs both).")
     if args.subtitles is not None and args.export is None:
@@ -183,12 +195,15 @@ def _narrate(args: argparse.Namespace, held) -> None:
 
         from engine.speech.synth import Synthesizer
 
-        status("Loading models…")
+        pooled = bool(args.workers or args.ray)
+        synthesizer = None
         choice = dataclasses.replace(settings.model_choice(args.device), backend=args.backend, gguf_precision=args.gguf)
-        with out_of_memory_as_error("loading the models"):
-            synthesizer = Synthesizer.load(choice, with_encoder=clip is not None)
-        for notice in synthesizer.notices:
-            status(notice)
+        if creating or not pooled:  # workers load their own; the driver needs models only to plan a new book
+            status("Loading models…")
+            with out_of_memory_as_error("loading the models"):
+                synthesizer = Synthesizer.load(choice, with_encoder=clip is not None)
+            for notice in synthesizer.notices:
+                status(notice)
         if creating:
             if clip is not None:
                 with out_of_memory_as_error("encoding the reference clip"):
@@ -198,7 +213,13 @@ def _narrate(args: argparse.Namespace, held) -> None:
             _hold_lock(held, args.project)
         elif chapters is not None:
             project.select_chapters(chapters)
-    render = None
+    render, source = None, None
+    if pooled and project.settings.candidates > 1:
+        raise SettingsError("Quality mode (--candidates) renders in this process: drop --workers/--ray for this project.")
+    if pooled:
+        synthesizer = None  # the driver only writes; free its models for the workers
+        source = _pool(args, dataclasses.replace(project.settings.model_choice(args.device), backend=args.backend,
+                                                   gguf_precision=args.gguf))
     if project.settings.candidates > 1:
         from engine.book.quality import VerifierModels
 
@@ -207,7 +228,8 @@ def _narrate(args: argparse.Namespace, held) -> None:
     progress = _NarrationProgressLine()
     try:
         with out_of_memory_as_error("narrating"):
-            result = narrate(project, synthesizer, on_progress=progress, **({"render": render} if render else {}))
+            result = narrate(project, synthesizer, on_progress=progress, batch=args.batch, source=source,
+                             **({"render": render} if render else {}))
     except EngineError as error:  # out of memory, a full disk: what is finished stays, the same command resumes
         progress.end()
         raise type(error)(f"{error} The finished segments are kept in {args.project}; run the same command to "
@@ -216,6 +238,9 @@ def _narrate(args: argparse.Namespace, held) -> None:
         progress.end()
         status(f"Stopped: the finished segments are kept in {args.project}; run the same command to resume.")
         raise SystemExit(130) from None
+    finally:
+        if source is not None:
+            source.close()
     progress.end()
     status(f"{result.done + result.needs_check} of {result.total} segments rendered ({result.rendered} this run), "
            f"{result.audio_s / 60:.1f} min of audio.")
@@ -230,6 +255,19 @@ def _narrate(args: argparse.Namespace, held) -> None:
         status(f"Exporting {args.export}…")
         paths = export_project(project, args.out, args.export, per_chapter=args.per_chapter, subtitles=subtitles)
         status(f"Wrote {len(paths)} file(s): {paths[0]}{' …' if len(paths) > 1 else ''}")
+
+
+def _pool(args, choice):
+    """The worker processes (--workers) or Ray actors (--ray) that render; the driver writes."""
+    if args.ray:
+        from engine.book.cluster import RayPool
+
+        status(f"Joining the Ray cluster at {args.ray}…")
+        return RayPool(args.ray, choice, batch=args.batch or 1)
+    from engine.book.workers import WorkerPool
+
+    status(f"Starting {args.workers} worker process(es)…")
+    return WorkerPool(choice, args.workers, batch=args.batch or 1)
 
 
 def _parse_cast(specs: list[str]) -> list[tuple[str, Path]]:

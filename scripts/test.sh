@@ -28,7 +28,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch pinned to a release whose CPU build this CI machine has on disk; the tests need no GPU.
-.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test,build,server]"
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test,build,server,cluster]"
 # The llama.cpp backend (tests/test_llamacpp.py): pip compiles llama.cpp from source (~7 min on 2 cores);
 # GGML_NATIVE=OFF: not tuned to the machine that builds it (baseline AVX2), so a copied venv still runs.
 CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/python -m pip install -q -e ".[llamacpp]"

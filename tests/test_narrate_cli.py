@@ -116,17 +116,20 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(tiny_models, tmp_path, v
 
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_takes(tiny_models, tmp_path, voice_file):
-    """Kill -9 a narrate run once some takes exist; re-running the same command finishes with exactly the
-    takes (keys and bytes) of an uninterrupted run, all readable, no temporary file left."""
+    """Kill -9 a narrate run (batch 3) once some takes exist: at most the batch in flight is lost, and
+    re-running finishes with exactly the takes (keys and bytes) of an uninterrupted run with another
+    batch size, all readable, no temporary file left."""
     book = write_book(tmp_path / "book.txt", 1500, 3)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    result = run(*narrate_args(tiny_models, reference, book, voice_file))
+    fp32 = ("--quant", "fp32")  # not the CPU's timed bf16/fp32 choice: both runs must use one precision
+    result = run(*narrate_args(tiny_models, reference, book, voice_file, *fp32))
     assert result.returncode == 0, result.stderr
     expected = {p.name: p.read_bytes() for p in (reference / "takes").iterdir()}
     total = sum(1 for _ in NarrationProject.open(reference).segments())
     assert total >= 6 and len(expected) == 2 * total
 
-    process = subprocess.Popen(cli(*narrate_args(tiny_models, killed, book, voice_file)), cwd=ROOT,
+    # The killed run renders 3 segments at once, the reference as many as memory allows (8 here).
+    process = subprocess.Popen(cli(*narrate_args(tiny_models, killed, book, voice_file, *fp32, "--batch", "3")), cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     takes = killed / "takes"
     deadline = time.monotonic() + 300
@@ -141,7 +144,7 @@ def test_resume_after_sigkill_gives_the_same_takes(tiny_models, tmp_path, voice_
     opened = NarrationProject.open(killed)  # what the GUI would show after the crash
     statuses = [opened.status(s) for _, s in opened.segments()]
     assert statuses.count(PENDING) == total - before
-    result = run(*narrate_args(tiny_models, killed, book, voice_file))
+    result = run(*narrate_args(tiny_models, killed, book, voice_file, *fp32))
     assert result.returncode == 0, result.stderr
     assert f"({total - before} this run)" in result.stderr
     check_takes(killed)

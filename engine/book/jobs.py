@@ -54,6 +54,7 @@ class Narrate:
     folder: Path
     chapters: tuple[int, ...] | None = None
     segment_ids: tuple[str, ...] | None = None
+    batch: int | None = None  # segments rendered at once; None: chosen from device memory
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
         chapters = list(job.chapters) if job.chapters is not None else None
         render = renderer_for(project) if renderer_for is not None else None
         result = narrate(project, synth, chapters=chapters, segment_ids=job.segment_ids, on_progress=report,
-                         cancel=cancel, **({"render": render} if render is not None else {}))
+                         cancel=cancel, batch=job.batch, **({"render": render} if render is not None else {}))
         emit(Narrated(job.request_id, result))
     elif isinstance(job, ExportProject):
         from engine.book.narration import export_project

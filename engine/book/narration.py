@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,11 +34,13 @@ from engine.text.plan import segment_cap
 from engine.voices import SavedVoice
 
 if TYPE_CHECKING:
+    from engine.speech.batch import SegmentJob
+    from engine.speech.render import Take
     from engine.speech.synth import Synthesizer, Voice
 
 __all__ = [
     "DONE", "FAILED", "NEEDS_CHECK", "PENDING", "NarrationProgress", "NarrationResult", "RenderedTake",
-    "SegmentRenderer", "TakeJob", "chapter_audio", "create_project", "export_project", "narrate", "plan_segments",
+    "SegmentRenderer", "TakeJob", "TakeSource", "local_source", "store_take", "create_project", "export_project", "narrate", "plan_segments",
     "parse_chapter_spec", "render_segment", "segment_budget", "segment_cap", "synthesize_take",
 ]
 
@@ -177,6 +179,42 @@ def render_segment(
     return record
 
 
+# ---------------------------------------------------------------- many takes at once
+
+# (jobs, sampling params, cancel, on_tokens(key, codes so far)) -> (key, take or error) as each take finishes:
+# engine.speech.batch.render_many on this process's device (local_source), or a pool of workers
+# (engine.book.workers); the driver alone writes the project.
+TakeSource = Callable[
+    [Iterable["SegmentJob"], SamplingParams, "threading.Event | None", "Callable[[Hashable, int], None] | None"],
+    Iterator[tuple[Hashable, "Take | EngineError"]],
+]
+
+
+def local_source(synthesizer: "Synthesizer", batch: int | None = None) -> TakeSource:
+    """Takes rendered here, `batch` segments at once (default: engine.lm.batching.default_batch)."""
+    from engine.lm.batching import default_batch
+    from engine.speech.batch import render_many
+
+    rows = batch or default_batch(synthesizer.lm)
+    return lambda jobs, params, cancel, on_tokens: render_many(synthesizer, jobs, params, batch=rows, cancel=cancel,
+                                                               on_tokens=on_tokens)
+
+
+def store_take(project: NarrationProject, segment: Segment, result: "Take | EngineError") -> TakeRecord:
+    """Write the chosen take of `segment` from a take source's answer; a take without speech or an
+    error is stored as a failed take (the user regenerates or edits it)."""
+    take, seed, key = segment.chosen, project.take_seed(segment), project.take_key(segment)
+    if not isinstance(result, EngineError) and not result.codes:
+        result = NoSpeechError("The model produced no speech for this segment; regenerate it (another seed) or edit it.")
+    if isinstance(result, EngineError):
+        record = TakeRecord(key, take, seed, "failed", 0.0, 0, {}, str(result))
+        project.write_take(segment, take, None, record)
+        return record
+    record = TakeRecord(key, take, seed, result.finish_reason, len(result.audio) / SAMPLE_RATE, len(result.codes), {})
+    project.write_take(segment, take, result.audio, record)
+    return record
+
+
 # ---------------------------------------------------------------- the render loop
 
 @dataclass(frozen=True)
@@ -207,16 +245,21 @@ class NarrationResult:
 
 @writes_project  # one writer per project: ProjectLockedError when another process renders it
 def narrate(
-    project: NarrationProject, synthesizer: "Synthesizer", *, chapters: Sequence[int] | None = None,
+    project: NarrationProject, synthesizer: "Synthesizer | None", *, chapters: Sequence[int] | None = None,
     segment_ids: Sequence[str] | None = None, render: SegmentRenderer = synthesize_take,
     on_progress: Callable[[NarrationProgress], None] | None = None, cancel: threading.Event | None = None,
+    batch: int | None = None, source: TakeSource | None = None,
 ) -> NarrationResult:
     """Render every pending segment of `chapters` (0-based; default the selected ones), in reading order,
     or with `segment_ids` the pending ones of just those segments, in that order (regenerate).
 
-    Finished takes are on disk as soon as each segment ends; cancel (checked every token) stops
-    within a token and keeps them. Failed segments are recorded and skipped, not retried.
-    ProjectError for an unknown segment id.
+    One take per segment (the default renderer) is rendered `batch` segments at once (default from
+    device memory) by `source` (default: local_source on `synthesizer`; engine.book.workers for
+    worker processes, then `synthesizer` may be None); a take is the same whatever the batch. A
+    custom renderer (quality mode: candidates per segment) renders one segment after another.
+    Finished takes are on disk as soon as each segment ends, so a crash loses at most the batch in
+    flight; cancel stops within a chunk of steps (a token with a custom renderer) and keeps them.
+    Failed segments are recorded and skipped, not retried. ProjectError for an unknown segment id.
     """
     project.use_runtime(Runtime(synthesizer.lm.device.type, synthesizer.lm.quantization))  # part of take keys
     if segment_ids is not None:
@@ -240,6 +283,30 @@ def narrate(
 
     report()
     cancelled = False
+    if render is synthesize_take and todo:
+        from engine.speech.batch import SegmentJob
+
+        source = source or local_source(synthesizer, batch)
+        by_id = {s.id: s for s in todo}
+        jobs = (SegmentJob(s.id, s.text, voice, project.take_seed(s), segment_cap(s.text, project.tokens_per_char))
+                for s in todo)
+        last_report = {}
+
+        def on_row(key: Hashable, drawn: int) -> None:
+            if drawn - last_report.get(key, 0) >= 25:
+                last_report[key] = drawn
+                report(by_id[key], PENDING, drawn)
+
+        try:
+            for key, result in source(jobs, project.settings.sampling(0), cancel, on_row):
+                segment = by_id[key]
+                record = store_take(project, segment, result)
+                rendered, finished, audio_s = rendered + 1, finished + 1, audio_s + record.duration_s
+                estimated_done += estimate_tokens(segment.text, project.tokens_per_char)
+                report(segment, record.status)
+        except CancelledError:
+            cancelled = True
+        todo = []
     for segment in todo:
         if cancel is not None and cancel.is_set():
             cancelled = True

@@ -73,7 +73,7 @@ class FastDecoder:
         self._token_ids = torch.cat([torch.arange(t.first_speech_id, t.vocab_end, device=dev), self._stop_ids])
         # Step state: all device tensors, written in place so a captured step sees them.
         self._token = torch.zeros(max_batch, dtype=torch.long, device=dev)  # reduced index of last token
-        self._pos = torch.zeros(1, dtype=torch.long, device=dev)  # position of _token in the sequence
+        self._pos = torch.zeros(max_batch, dtype=torch.long, device=dev)  # per row: position of _token
         self._slot = torch.zeros(1, dtype=torch.long, device=dev)  # step index within the current chunk
         self._out = torch.zeros(max_batch, check_every, dtype=torch.long, device=dev)  # this chunk's draws
         self._seen = torch.zeros(max_batch, self.vocab, dtype=torch.bool, device=dev)  # for the penalty
@@ -82,8 +82,11 @@ class FastDecoder:
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     # ---- model forward over the static cache ----------------------------------------------------
-    def _forward(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """ids [B, T] int64 at positions ``pos`` [T] -> last hidden state [B, hidden] (writes the KV)."""
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, row: int = 0) -> torch.Tensor:
+        """ids [B, T] int64 at positions ``pos`` [T] -> last hidden state [B, hidden] (writes the KV).
+
+        Writes cache rows ``row .. row + B - 1`` (a prefill of one row of a ragged batch uses B = 1).
+        """
         inner = self.lm.model.model
         x = inner.embed_tokens(ids)
         b, n = ids.shape
@@ -96,12 +99,41 @@ class FastDecoder:
             k = a.k_proj(h).view(b, n, -1, a.head_dim).transpose(1, 2)
             v = a.v_proj(h).view(b, n, -1, a.head_dim).transpose(1, 2)
             q, k = self._rope(q, k, cos, sin)
-            k_cache[:b].index_copy_(2, pos, k)
-            v_cache[:b].index_copy_(2, pos, v)
+            kc, vc = k_cache[row : row + b], v_cache[row : row + b]
+            kc.index_copy_(2, pos, k)
+            vc.index_copy_(2, pos, v)
+            o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, scale=a.scaling, enable_gqa=True)
+            x = x + a.o_proj(o.transpose(1, 2).reshape(b, n, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return inner.norm(x[:, -1])
+
+    def _forward_rows(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """One token per row at per-row positions: ids [B, 1], pos [B] -> hidden [B, hidden] (writes the KV).
+
+        Each row attends to its own cache up to its own position (a [B, 1, 1, L] mask), so rows of
+        different prompt lengths, texts and voices decode side by side at their true positions; a
+        position past the cache (a row already over its budget) is clamped to the last slot.
+        """
+        inner = self.lm.model.model
+        x = inner.embed_tokens(ids)
+        b = ids.shape[0]
+        pos = pos.clamp(max=self.max_length - 1)
+        cos, sin = self._cos[pos][:, None], self._sin[pos][:, None]  # [B, 1, D]
+        mask = (self._positions[None, :] <= pos[:, None])[:, None, None, :]  # [B, 1, 1, L]
+        for layer, (k_cache, v_cache) in zip(inner.layers, self._kv):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = a.q_proj(h).view(b, 1, -1, a.head_dim).transpose(1, 2)
+            k = a.k_proj(h).view(b, 1, -1, a.head_dim).transpose(1, 2)
+            v = a.v_proj(h).view(b, 1, -1, a.head_dim).transpose(1, 2)
+            q, k = self._rope(q, k, cos, sin)
+            index = pos.view(b, 1, 1, 1).expand(b, k.shape[1], 1, a.head_dim)
+            k_cache[:b].scatter_(2, index, k)
+            v_cache[:b].scatter_(2, index, v)
             o = F.scaled_dot_product_attention(
                 q, k_cache[:b], v_cache[:b], attn_mask=mask, scale=a.scaling, enable_gqa=True
             )
-            x = x + a.o_proj(o.transpose(1, 2).reshape(b, n, -1))
+            x = x + a.o_proj(o.transpose(1, 2).reshape(b, 1, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return inner.norm(x[:, -1])
 
@@ -113,16 +145,16 @@ class FastDecoder:
             return torch.cat([full[:, t.first_speech_id : t.vocab_end], full[:, self._stop_ids]], 1).float()
         return torch.cat([F.linear(hidden, self._speech_w), F.linear(hidden, self._stop_w)], 1).float()
 
-    def _sample(self, logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-        """logits [B, V] -> reduced token index [B]; no host sync."""
-        b = logits.shape[0]
+    def _sample(self, logits: torch.Tensor, params: SamplingParams, row: int = 0) -> torch.Tensor:
+        """logits [B, V] of rows ``row .. row + B - 1`` -> reduced token index [B]; no host sync."""
+        rows = slice(row, row + logits.shape[0])
         if params.repetition_penalty != 1.0:
             p = params.repetition_penalty
-            logits = torch.where(self._seen[:b], torch.where(logits < 0, logits * p, logits / p), logits)
+            logits = torch.where(self._seen[rows], torch.where(logits < 0, logits * p, logits / p), logits)
         if params.greedy:
             return logits.argmax(-1)
         logits = apply_top_p(apply_top_k(logits / params.temperature, params.top_k), params.top_p)
-        noise = self._noise.index_select(0, self._slot)[0, :b]
+        noise = self._noise.index_select(0, self._slot)[0, rows]
         return (logits.softmax(-1) / noise).argmax(-1)  # == a multinomial draw (exponential race)
 
     def _refill_noise(self, generator: torch.Generator) -> None:
@@ -131,7 +163,7 @@ class FastDecoder:
 
     def _step(self, params: SamplingParams) -> None:
         """One fixed-shape decode step over all max_batch rows: feed _token, draw the next one."""
-        hidden = self._forward(self._token_ids[self._token][:, None], self._pos)
+        hidden = self._forward_rows(self._token_ids[self._token][:, None], self._pos)
         nxt = self._sample(self._logits(hidden), params)
         self._out.index_copy_(1, self._slot, nxt[:, None])
         self._seen.scatter_(1, nxt[:, None], True)
@@ -163,6 +195,65 @@ class FastDecoder:
         else:
             self._runners[key] = step
         return self._runners[key]
+
+    def _prompt_seen(self, row: Sequence[int]) -> torch.Tensor:
+        """Tokens of a prompt the repetition penalty counts (its speech codes and stop tokens): bool [V]."""
+        t = self.lm.tokens
+        reduced = {tid: j + t.num_codes for j, tid in enumerate(t.stop_ids)}
+        seen = torch.zeros(self.vocab, dtype=torch.bool)
+        hits = [tid - t.first_speech_id if t.is_speech(tid) else reduced[tid] for tid in set(row)
+                if t.is_speech(tid) or tid in reduced]
+        seen[hits] = True
+        return seen
+
+    # ---- ragged rows (continuous batching, engine.lm.batching) ---------------------------------
+    def runner(self, params: SamplingParams) -> Callable[[], None]:
+        """The step runner for ``params``; get it before any row holds a prompt (capture warms up on the cache)."""
+        return self._runner(params)
+
+    @torch.inference_mode()
+    def start_row(self, row: int, prompt: Sequence[int], params: SamplingParams,
+                  generator: torch.Generator | None) -> int:
+        """Put ``prompt`` in cache row ``row`` (prefilled alone, at positions 0..n-1) and draw its first token.
+
+        Other rows are untouched, so a finished row is refilled while the rest continue. Returns the
+        reduced index of the first token (>= num_codes: a stop token). For a sampled row, ``generator``
+        fills this row's noise for the first token (see step_rows: the same schedule as ``generate``).
+        """
+        prompt = list(prompt)
+        if not 0 <= row < self.max_batch or not prompt or len(prompt) >= self.max_length:
+            raise SettingsError(f"Row {row} needs a prompt of 1 to {self.max_length - 1} tokens (max_batch {self.max_batch}).")
+        hidden = self._forward(torch.tensor([prompt], device=self.lm.device), self._positions[: len(prompt)], row=row)
+        self._seen[row].copy_(self._prompt_seen(prompt))
+        self._slot.zero_()
+        if not params.greedy:
+            self._fill_row_noise(row, generator)
+        first = self._sample(self._logits(hidden), params, row=row)
+        self._seen[row, first] = True
+        self._token[row] = first[0]
+        self._pos[row] = len(prompt)
+        return int(first[0])
+
+    def _fill_row_noise(self, row: int, generator: torch.Generator | None) -> None:
+        """Fresh Exp(1) draws of one row from its own generator: a take's noise never depends on its batch."""
+        fresh = torch.empty(self.check_every, self.vocab, device=self.lm.device).exponential_(generator=generator)
+        self._noise[:, row].copy_(fresh.clamp_(min=torch.finfo(fresh.dtype).tiny))
+
+    @torch.inference_mode()
+    def step_rows(self, runner: Callable[[], None], params: SamplingParams,
+                  generators: dict[int, torch.Generator | None]) -> list[list[int]]:
+        """check_every steps of every row; returns the draws [max_batch][check_every] (one host sync).
+
+        Sampled rows listed in ``generators`` get fresh noise from their own generator first; rows
+        not listed are idle and their draws are meaningless.
+        """
+        self._slot.zero_()
+        if not params.greedy:
+            for row, generator in generators.items():
+                self._fill_row_noise(row, generator)
+        for _ in range(self.check_every):
+            runner()
+        return self._out.tolist()
 
     # ---- public API ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -220,13 +311,7 @@ class FastDecoder:
                 v[:, :, :start].copy_(pv[:, :, :start])
         hidden = self._forward(ids[:, start:], self._positions[start:length])
         # Seen tokens (for the penalty) in reduced indices: the prompt's speech codes and stop tokens.
-        reduced = {tid: j + t.num_codes for j, tid in enumerate(t.stop_ids)}
-        seen = torch.zeros(self.max_batch, self.vocab, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            hits = [tid - t.first_speech_id if t.is_speech(tid) else reduced[tid] for tid in set(row)
-                    if t.is_speech(tid) or tid in reduced]
-            seen[i, hits] = True
-        self._seen.copy_(seen)
+        self._seen.copy_(torch.stack([self._prompt_seen(row) for row in rows]))
         generator = make_generator(dev, params.seed)
         # The prefill's logits give the first token; every later one comes from a (replayed) step.
         self._slot.zero_()
