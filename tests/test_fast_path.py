@@ -3,12 +3,15 @@ self-check and its remembered verdict, the CPU precision probe's decision, devic
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
 
 from engine.errors import DeviceError
-from engine.lm.device import CPU_BF16_MIN_SPEEDUP, choose_cpu_precision, default_precision, probe_cpu_bf16, resolve_device
+from engine.lm.device import (
+    CPU_BF16_MIN_SPEEDUP, choose_cpu_precision, cpu_native_bf16, default_precision, probe_cpu_bf16, resolve_device,
+)
 from engine.lm.fast_path import FastPathVerdict, VerdictCache, check_fast_path, decide_fast_path
 
 
@@ -73,9 +76,13 @@ def test_cpu_precision_follows_the_probe():
     assert choose_cpu_precision(fp32_seconds=CPU_BF16_MIN_SPEEDUP * 0.999, bf16_seconds=1.0) == "fp32"
     fp32_s, bf16_s = probe_cpu_bf16()
     assert fp32_s > 0 and bf16_s > 0
-    print(f"this CPU: fp32 {fp32_s * 1e3:.2f} ms, bf16 {bf16_s * 1e3:.2f} ms per decode-shaped product "
-          f"-> {choose_cpu_precision(fp32_s, bf16_s)}")
-    assert default_precision(torch.device("cpu")) == choose_cpu_precision(fp32_s, bf16_s)
+    native = cpu_native_bf16()
+    print(f"this CPU: native bf16 {native}; probe fp32 {fp32_s * 1e3:.2f} ms, bf16 {bf16_s * 1e3:.2f} ms per "
+          f"decode-shaped product -> {choose_cpu_precision(fp32_s, bf16_s)}")
+    if sys.platform.startswith("linux"):  # the flags decide, so the choice is the same on every run
+        flags = set(open("/proc/cpuinfo", encoding="ascii", errors="replace").read().split())
+        assert native == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+        assert default_precision(torch.device("cpu")) == ("bf16" if native else "fp32")
 
 
 def test_devices_that_are_missing_are_clear_errors():

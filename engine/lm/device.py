@@ -3,14 +3,18 @@
 CUDA: 4-bit NF4 (bf16 when bitsandbytes is missing). Apple Silicon (MPS): bf16, fp16 where MPS has
 no bf16. CPU: bf16 when this CPU computes it natively (AVX-512 BF16 / AMX on x86, BF16 on Arm:
 about 2.3x the fp32 speed of a decode step), fp32 where bf16 would be emulated (slower than fp32).
-The CPU answer comes from a short probe timed at first use rather than from CPU flags, because
-what matters is the speed torch actually gets on this machine.
+The CPU answer is read from the CPU's feature flags where the OS tells them (Linux, macOS): it must
+not change from one run to the next, since the precision shapes every take. Elsewhere a short timed
+probe decides, once per process.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -68,6 +72,24 @@ def probe_cpu_bf16() -> tuple[float, float]:
     return times[0], times[1]
 
 
+def cpu_native_bf16() -> bool | None:
+    """True/False from the CPU's feature flags (Linux: /proc/cpuinfo; macOS: sysctl); None when unknown."""
+    if sys.platform.startswith("linux"):
+        try:
+            flags = set(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split())
+        except OSError:
+            return None
+        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512 BF16 / AMX; Arm's "bf16"
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                 timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() == "1" if out.returncode == 0 else None
+    return None
+
+
 def mps_precision() -> str:
     """bf16 where MPS supports it (macOS 14+), else fp16."""
     try:
@@ -84,4 +106,7 @@ def default_precision(device: torch.device) -> str:
         return "4bit" if ready else "bf16"
     if device.type == "mps":
         return mps_precision()
+    native = cpu_native_bf16()
+    if native is not None:
+        return "bf16" if native else "fp32"
     return choose_cpu_precision(*probe_cpu_bf16())
