@@ -261,7 +261,8 @@ def narrate(
     flight; cancel stops within a chunk of steps (a token with a custom renderer) and keeps them.
     Failed segments are recorded and skipped, not retried. ProjectError for an unknown segment id.
     """
-    project.use_runtime(Runtime(synthesizer.lm.device.type, synthesizer.lm.quantization))  # part of take keys
+    if synthesizer is not None:  # worker pools resolve their own runtime (engine.book.workers)
+        project.use_runtime(Runtime(synthesizer.lm.device.type, synthesizer.lm.quantization))  # part of take keys
     if segment_ids is not None:
         scope = [_find(project, segment_id) for segment_id in dict.fromkeys(segment_ids)]
     else:
@@ -287,9 +288,14 @@ def narrate(
         from engine.speech.batch import SegmentJob
 
         source = source or local_source(synthesizer, batch)
-        by_id = {s.id: s for s in todo}
-        jobs = (SegmentJob(s.id, s.text, voice, project.take_seed(s), segment_cap(s.text, project.tokens_per_char))
-                for s in todo)
+        by_id, copies = {}, {}  # identical segments (same take key) are rendered once
+        for s in todo:
+            same = copies.setdefault(project.take_key(s), [])
+            if not same:
+                by_id[s.id] = s
+            same.append(s)
+        jobs = (SegmentJob(s.id, s.text, voices[s.voice], project.take_seed(s),
+                           segment_cap(s.text, project.voice_of(s).tokens_per_char)) for s in by_id.values())
         last_report = {}
 
         def on_row(key: Hashable, drawn: int) -> None:
@@ -301,9 +307,11 @@ def narrate(
             for key, result in source(jobs, project.settings.sampling(0), cancel, on_row):
                 segment = by_id[key]
                 record = store_take(project, segment, result)
-                rendered, finished, audio_s = rendered + 1, finished + 1, audio_s + record.duration_s
-                estimated_done += estimate_tokens(segment.text, project.tokens_per_char)
-                report(segment, record.status)
+                rendered += 1
+                for same in copies[project.take_key(segment)]:  # the segment and its identical copies
+                    finished, audio_s = finished + 1, audio_s + record.duration_s
+                    estimated_done += estimate_tokens(same.text, project.tokens_per_char)
+                    report(same, record.status)
         except CancelledError:
             cancelled = True
         todo = []
