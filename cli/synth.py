@@ -162,7 +162,7 @@ class _BestOfPicker:
         from engine.verify.scoring import rank
 
         scores = self.verifiers.score([t.audio for t in spoken.takes], text, self.reference)
-        order = rank(scores)
+        order = sorted(rank(scores), key=lambda row: not spoken.takes[row].codes)  # a take with speech first
         self.scored.append((text, spoken, scores, order))
         return order[0]
 

@@ -181,9 +181,10 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_cli_candidates_writes_best_take_and_scored_takes(short_lm, tiny_models, verifier_dirs, speech_clip_16k, tmp_path):
     out = tmp_path / "best.wav"
+    # No reference: with the real-layout tiny tokenizer this short LM ends every take at once after a voice
+    # prompt (0 codes: a failed take), while after the random-voice prompt its takes have 2-15 codes.
     result = run_cli("synth", "--lm", short_lm, "--codec", tiny_models["codec"], "--out", out, "--text", TEXT,
-                     "--ref", speech_clip_16k[1], "--ref-text", REF_TEXT, "--seed", 3, "--candidates", 3,
-                     "--asr", verifier_dirs[0], "--speaker-model", verifier_dirs[1])
+                     "--seed", 3, "--candidates", 3, "--asr", verifier_dirs[0], "--speaker-model", verifier_dirs[1])
     assert result.returncode == 0, result.stderr
     saved = json.loads((tmp_path / "best.takes.json").read_text(encoding="utf-8"))
     assert saved["text"] == TEXT and saved["seed"] == 3 and len(saved["segments"]) == 1  # one sentence: one segment

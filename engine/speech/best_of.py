@@ -143,7 +143,7 @@ def _finish(synth, voice, text, params, verifiers, reference, clock, candidates,
     if audio is None:
         audio = [clock.run("decode", lambda c=c: synth.decode(c, voice)) for c, _ in candidates]
     scores = verifiers.score(audio, text, reference)
-    order = rank(scores)
+    order = sorted(rank(scores), key=lambda i: not candidates[i][0])  # a take without speech never wins
     takes = tuple(Take(i, order.index(i), audio[i], tuple(candidates[i][0]), candidates[i][1], params.seed, rows,
                        scores[i], _warnings(candidates[i][1], candidates[i][0])) for i in order)
     calls, seconds = clock.verifier_base
