@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.voice_library_view import named, named_button, row
+from engine.audio.atomic import write_atomic
 from engine.audio.clip import SAMPLE_RATE, load_audio, write_audio
 from engine.errors import EngineError
 
@@ -54,17 +54,7 @@ class Take:
 
 
 def _write_json_atomically(path: Path, value: object) -> None:
-    data = json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=".history-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8"))
 
 
 class TakeHistory:

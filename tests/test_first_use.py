@@ -200,7 +200,7 @@ def test_no_models_banner_and_a_broken_model_never_sticks(qtbot, settings, libra
         assert not w.banner.isVisible()
         assert settings.last_models_folder == str(tiny_models["lm"].parent)
 
-        # 5. a corrupt model chosen in the dialog: a readable error, and the working choice is kept
+        # 5. a corrupt model chosen in the dialog is refused there, with the reason; the working choice is kept
         broken = tmp_path / "broken"
         shutil.copytree(tiny_models["lm"].parent, broken)
         weights = broken / "lm" / "model.safetensors"
@@ -208,23 +208,24 @@ def test_no_models_banner_and_a_broken_model_never_sticks(qtbot, settings, libra
         w.open_models_dialog()
         dialog = w.models_dialog
         assert dialog.last_folder == str(tiny_models["lm"].parent)  # the last working folder is offered
-        assert dialog.use_local_folder(str(broken))  # a folder holding lm/ and codec/ is understood
-        assert dialog.chosen_lm() == str(broken / "lm") and dialog.chosen_codec() == str(broken / "codec")
+        assert not dialog.use_local_folder(str(broken))  # the weights are checked when the folder is chosen
+        assert "unreadable or truncated" in dialog.status_label.text()
+        assert dialog.use_local_folder(str(tiny_models["lm"].parent))  # a folder holding lm/ and codec/ is understood
+        assert dialog.chosen_lm() == str(tiny_models["lm"]) and dialog.chosen_codec() == str(tiny_models["codec"])
+        dialog.reject()
+        assert settings.lm == str(tiny_models["lm"])
+
+        # models that broke since the last run: the load fails with a readable error, the banner says so,
+        # and the Models dialog opens with the reason; the broken choice is not kept as working
+        settings.lm = str(broken / "lm")
         with qtbot.waitSignal(bridge.failed, timeout=WAIT_MS) as failed:
-            qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+            w.start()
         message = failed.args[0].message
-        assert "damaged or incomplete" in message and "Unexpected" not in message
-        assert w.last_message is not None and "damaged or incomplete" in w.last_message.text()
+        assert "unreadable or truncated" in message and "Unexpected" not in message
+        qtbot.waitUntil(lambda: w.models_dialog is not None and w.models_dialog.isVisible())
+        assert "unreadable or truncated" in w.models_dialog.status_label.text()
         assert w.device_label.text() == "Models not loaded" and w.model_label.text() == ""
         assert w.banner.isVisible() and "could not be loaded" in w.banner.message_label.text()
-        assert settings.lm == str(tiny_models["lm"])  # the broken choice was not saved
-
-        # models that broke since the last run: start-up offers the Models dialog with the reason
-        settings.lm = str(broken / "lm")
-        with qtbot.waitSignal(bridge.failed, timeout=WAIT_MS):
-            w.start()
-        qtbot.waitUntil(lambda: w.models_dialog is not None and w.models_dialog.isVisible())
-        assert "damaged or incomplete" in w.models_dialog.status_label.text()
         w.models_dialog.reject()
     finally:
         w.close()
