@@ -292,10 +292,15 @@ def test_a_cover_link_out_of_the_project_is_refused(tmp_path, capsys):
 
 def _with_takes(tmp_path: Path, **models) -> Path:
     """The tiny project with both segments rendered (real FLAC takes of noise, marked done)."""
-    from engine.book.project import NarrationProject, TakeRecord
+    import torch
+
+    from engine.book.project import NarrationProject, Runtime, TakeRecord
+    from engine.lm.device import default_precision
 
     folder = _project(tmp_path, **models)
     project = NarrationProject.open(folder)
+    # keyed for the runtime `narrate --device cpu` resolves here (the take key holds it)
+    project.use_runtime(Runtime("cpu", default_precision(torch.device("cpu"))))
     rng = np.random.default_rng(0)
     for _, segment in project.segments():
         audio = (rng.standard_normal(16000) * 0.1).astype(np.float32)
@@ -392,7 +397,14 @@ def test_a_book_without_words_is_refused_before_creating(tmp_path, capsys, name,
 
 @pytest.mark.slow
 def test_narrate_into_a_full_disk_is_one_error_line_and_keeps_the_project(tiny_models, tmp_path):
+    import torch
+
+    from engine.book.project import NarrationProject, Runtime
+    from engine.lm.device import default_precision
+
     folder = _project(tmp_path, lm=tiny_models["lm"], codec=tiny_models["codec"])
+    # narrated on this runtime before: the run only adds takes (runtime.json is recorded before rendering)
+    NarrationProject.open(folder).use_runtime(Runtime("cpu", default_precision(torch.device("cpu"))))
     before = snapshot(folder)
     result = run("narrate", folder, "--device", "cpu", fsize_limit=8192)  # a take's FLAC is larger: EFBIG
     assert_refused(result, "Cannot write", "File too large", "finished segments are kept", "resume")
