@@ -29,6 +29,7 @@ from engine.lm.backend import MISSING_EXTRA
 from engine.lm.gguf import DEFAULT_PRECISION, Progress, ensure_gguf
 from engine.lm.loading import make_generator
 from engine.lm.sampling import apply_top_k, apply_top_p
+from engine.lm.decoder import FastDecoder
 from engine.lm.tokens import LLASA_TAGS, SpeechTokens
 
 PREFILL_CHUNK = 256  # prompt tokens per llama_decode call while prefilling; cancel is checked between chunks
@@ -373,19 +374,4 @@ class LlamaCppDecoder:
             live = [row for row, _ in feed]
             logits = torch.stack([self._reduced_logits(i) for i in range(len(live))])
 
-    def codes(
-        self,
-        prompt_ids: Sequence[int],
-        params: SamplingParams,
-        *,
-        max_new_tokens: int,
-        cancel: threading.Event | None = None,
-    ) -> Generator[int, None, str]:
-        """One prompt: yields codes, returns the finish reason (as FastDecoder.codes)."""
-        steps = self.generate([prompt_ids], params, max_new_tokens=max_new_tokens, cancel=cancel)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                return stop.value[0]
-            yield step[0]
+    codes = FastDecoder.codes  # one prompt: yields codes, returns the finish reason (the same wrapper of generate)
