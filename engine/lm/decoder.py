@@ -91,7 +91,8 @@ class FastDecoder:
         x = inner.embed_tokens(ids)
         b, n = ids.shape
         cos, sin = self._cos[pos][None], self._sin[pos][None]
-        mask = self._positions[None, :] <= pos[:, None]  # [T, L]: causal over the static cache
+        used = self._used(pos)
+        mask = self._positions[None, :used] <= pos[:, None]  # [T, L]: causal over the static cache
         for layer, (k_cache, v_cache) in zip(inner.layers, self._kv):
             a = layer.self_attn
             h = layer.input_layernorm(x)
@@ -102,10 +103,17 @@ class FastDecoder:
             kc, vc = k_cache[row : row + b], v_cache[row : row + b]
             kc.index_copy_(2, pos, k)
             vc.index_copy_(2, pos, v)
-            o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, scale=a.scaling, enable_gqa=True)
+            o = F.scaled_dot_product_attention(q, kc[:, :, :used], vc[:, :, :used], attn_mask=mask, scale=a.scaling,
+                                               enable_gqa=True)
             x = x + a.o_proj(o.transpose(1, 2).reshape(b, n, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return inner.norm(x[:, -1])
+
+    def _used(self, pos: torch.Tensor) -> int:
+        """Cache slots attention reads: the whole static cache for a captured/compiled step (fixed shapes);
+        on the eager path (CPU, MPS) only up to the furthest position, so a full-window cache costs
+        nothing while the sequence is short."""
+        return self.max_length if self.cuda_graph or self.compile else int(pos.max()) + 1
 
     def _forward_rows(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """One token per row at per-row positions: ids [B, 1], pos [B] -> hidden [B, hidden] (writes the KV).
@@ -119,7 +127,8 @@ class FastDecoder:
         b = ids.shape[0]
         pos = pos.clamp(max=self.max_length - 1)
         cos, sin = self._cos[pos][:, None], self._sin[pos][:, None]  # [B, 1, D]
-        mask = (self._positions[None, :] <= pos[:, None])[:, None, None, :]  # [B, 1, 1, L]
+        used = self._used(pos)
+        mask = (self._positions[None, :used] <= pos[:, None])[:, None, None, :]  # [B, 1, 1, L]
         for layer, (k_cache, v_cache) in zip(inner.layers, self._kv):
             a = layer.self_attn
             h = layer.input_layernorm(x)
@@ -131,7 +140,7 @@ class FastDecoder:
             k_cache[:b].scatter_(2, index, k)
             v_cache[:b].scatter_(2, index, v)
             o = F.scaled_dot_product_attention(
-                q, k_cache[:b], v_cache[:b], attn_mask=mask, scale=a.scaling, enable_gqa=True
+                q, k_cache[:b, :, :used], v_cache[:b, :, :used], attn_mask=mask, scale=a.scaling, enable_gqa=True
             )
             x = x + a.o_proj(o.transpose(1, 2).reshape(b, 1, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
