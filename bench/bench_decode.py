@@ -29,7 +29,7 @@ from engine.lm.loading import LlasaLM  # noqa: E402
 from engine.lm.tokens import SpeechTokens  # noqa: E402
 
 VOCAB = 193_800  # Llama-3's 128,256 + 8 Llasa tags + 65,536 speech tokens
-SHAPES = {  # /work/shared/reference/baselines.md; "tiny" is for CPU smoke runs
+SHAPES = {  # the team's shared reference/baselines.md; "tiny" is for CPU smoke runs
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128),
     "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, intermediate_size=8192),
     "3b": dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8, intermediate_size=8192),
