@@ -43,7 +43,7 @@ def test_extension_fields_set_sampling():
     ({"speed": "fast"}, 400, "'speed' must be a number"),
     ({"seed": 1.5}, 400, "'seed' must be a whole number"),
     ({"top_k": 2.5}, 400, "'top_k' must be a whole number"),
-    ({"temperature": -1}, 400, "temperature must be >= 0"),
+    ({"temperature": -1}, 400, "temperature must be in [0, 5]"),
     ({"top_p": 0}, 400, "top_p must be in (0, 1]"),
     ({"stream": "yes"}, 400, "'stream' must be true or false"),
     ({"stream": True, "response_format": "flac"}, 400, "choose wav or pcm"),
