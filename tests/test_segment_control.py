@@ -137,7 +137,7 @@ def test_quality_mode_hears_the_project_language_and_regenerates_until_it_passes
     library = VoiceLibrary(tmp_path / "library")
     narrator = make_voice(library, "Narrator", 0)
     settings = NarrationSettings(lm="tiny-lm", codec="tiny-codec", base_seed=1, language="ja-JP", candidates=2,
-                                 asr=whisper, max_error_rate=100.0)
+                                 asr=whisper, max_error_rate=1000.0)
     book = Book("Q", "", (Chapter("One", "\u3053\u3093\u306b\u3061\u306f\u3002\u732b\u304c\u3044\u308b\u3002"),))
     project = create_project(tmp_path / "p", book, narrator, settings, max_tokens=60, tokens_per_char=0.5)
     quality = VerifierModels().renderer(project, "cpu")
@@ -160,7 +160,7 @@ def test_quality_mode_hears_the_project_language_and_regenerates_until_it_passes
     assert regenerate_until_passes(project, synth, segment.id, render, max_tries=3) == (record, 0)
 
     # A strict limit: three new takes, none passes, the one with the lowest error rate is chosen.
-    project.update_settings(dataclasses.replace(project.settings, max_error_rate=-1.0))
+    project.update_settings(dataclasses.replace(project.settings, max_error_rate=0.0))
     project.new_take(segment.id)
     chosen, tries = regenerate_until_passes(project, synth, segment.id, render, max_tries=3)
     segment = project.find(segment.id)

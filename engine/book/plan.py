@@ -60,7 +60,7 @@ class NarrationSettings:
         self.sampling(0)  # validates the sampling fields
         check_number("base_seed", self.base_seed, 0, SEED_MAX, whole=True)
         self.model_choice()
-        check_number("max_error_rate", self.max_error_rate, 0.0, 10.0)
+        check_number("max_error_rate", self.max_error_rate, 0.0, 1000.0)  # an error rate can exceed 1 (insertions)
         check_number("paragraph_pause", self.paragraph_pause, 0.0, 60.0)  # seconds
         check_number("chapter_pause", self.chapter_pause, 0.0, 60.0)
         check_number("candidates", self.candidates, 1, 8, whole=True)
