@@ -76,7 +76,7 @@ def test_create_narrate_some_segments_and_export(session, voice, tiny_models, tm
     progress = [e.progress for e in recorder.of("n1", NarrationProgressed)]
     assert progress[0].segment_id is None and progress[0].done == 0
     finished = [p.segment_id for p in progress if p.status not in (None, PENDING)]
-    assert finished == [seg.id for seg in second]  # every segment boundary is reported, in order
+    assert sorted(finished) == sorted(seg.id for seg in second)  # each segment reported once (batched: in the order takes end)
     assert progress[-1].done == 7 and recorder.count(ModelsLoaded) == loads
     # The GUI's project sees the engine's takes once it re-reads them.
     assert project.status(second[0]) == PENDING
