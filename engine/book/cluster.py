@@ -42,6 +42,7 @@ class RayPool:
     """A take source over Ray actors at `address` ("HOST:PORT" of the head, or "auto")."""
 
     def __init__(self, address: str, choice: ModelChoice, workers: int | None = None, batch: int = 1) -> None:
+        self.choice = choice  # what every actor loads: its runtime goes into the take keys (narration)
         try:
             import ray
         except ImportError:

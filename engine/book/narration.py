@@ -261,8 +261,13 @@ def narrate(
     flight; cancel stops within a chunk of steps (a token with a custom renderer) and keeps them.
     Failed segments are recorded and skipped, not retried. ProjectError for an unknown segment id.
     """
-    if synthesizer is not None:  # worker pools resolve their own runtime (engine.book.workers)
+    if synthesizer is not None:
         project.use_runtime(Runtime(synthesizer.lm.device.type, synthesizer.lm.quantization))  # part of take keys
+    elif (choice := getattr(source, "choice", None)) is not None:  # worker processes load this choice
+        from engine.lm.device import default_precision, resolve_device
+
+        device = resolve_device(choice.device)[0]
+        project.use_runtime(Runtime(device.type, choice.quantization or default_precision(device)))
     if segment_ids is not None:
         scope = [_find(project, segment_id) for segment_id in dict.fromkeys(segment_ids)]
     else:

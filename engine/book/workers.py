@@ -85,6 +85,7 @@ class WorkerPool:
         import os
 
         context = mp.get_context("spawn")
+        self.choice = choice  # what every worker loads: its runtime goes into the take keys (narration)
         self.batch, self._procs, self._conns = batch, [], []
         threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
         cuda = _cuda_count() if choice.device in ("auto", "cuda") else 0
