@@ -153,7 +153,7 @@ def test_stop_keeps_finished_takes_and_project_failures_stay_in_their_window(qtb
     assert not window.stop_button.isEnabled() and window.narrate_button.isEnabled()
     reopened = NarrationProject.open(window.project.folder)
     finished = [s.id for _, s in reopened.segments() if reopened.status(s) != "pending"]
-    assert finished == [s.id for _, s in reopened.segments()][:result.rendered]
+    assert len(finished) == result.rendered  # a batch of segments renders at once: any of them, each kept
 
     with qtbot.waitSignal(main.bridge.failed, timeout=WAIT_MS):  # pending segments: the engine refuses
         window.export_to(tmp_path / "book.flac", "flac")
