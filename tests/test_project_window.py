@@ -254,6 +254,7 @@ def test_each_windows_stop_and_close_cancel_only_their_own_job(qtbot, main, tmp_
         qtbot.waitUntil(held.is_set, timeout=WAIT_MS)
         qtbot.mouseClick(window.narrate_button, Qt.MouseButton.LeftButton)
         run_id = window._run_id
+        window.confirmed_close = True  # the "Stop narrating?" question is tested in the next test
         with qtbot.waitSignal(main.bridge.cancelled, timeout=WAIT_MS,
                               check_params_cb=lambda e: e.request_id == run_id):
             window.close()
