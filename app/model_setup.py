@@ -66,7 +66,7 @@ class ModelSetup:
             self._pending_choice = None
         self.script_view.set_idle()
         self.device_label.setText(event.device)
-        fast = " · fast path off" if event.fast_path == "off" else ""
+        fast = {"off": " · fast path off", "llama.cpp": " · llama.cpp"}.get(event.fast_path, "")
         self.model_label.setText(f"{Path(event.lm).name} · {event.quantization}{fast}")
         for notice in event.notices:
             log.info("model notice: %s", notice)

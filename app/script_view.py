@@ -16,7 +16,8 @@ from PySide6.QtWidgets import (
 from engine.audio.clip import FRAME_RATE
 
 CHARS_PER_SECOND = 14.0  # typical read speech (~150 words/min); only for the length estimate
-STAGE_NAMES = {"load": "Loading models…", "encode": "Encoding voice…", "generate": "Generating…"}
+STAGE_NAMES = {"load": "Loading models…", "encode": "Encoding voice…", "generate": "Generating…",
+               "convert": "Converting the voice model for llama.cpp (once)…"}
 
 
 class ScriptView(QWidget):

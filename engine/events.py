@@ -21,7 +21,7 @@ class ModelsLoaded:
     quantization: str  # the precision in use: "4bit" | "8bit" | "bf16" | "fp16" | "fp32"
     notices: tuple[str, ...]  # things the user should know, e.g. a CPU fallback
     request_id: str | None = None  # the LoadModels' id, or the project job's that loaded them first
-    fast_path: str = "eager"  # decode step: "captured" (CUDA graph), "eager" (CPU/MPS), "off" (failed self-check)
+    fast_path: str = "eager"  # decode step: "captured" (CUDA graph), "eager" (CPU/MPS), "off" (failed self-check), "llama.cpp"
 
 
 @dataclass(frozen=True)

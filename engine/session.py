@@ -269,12 +269,15 @@ class EngineSession:
             self._verifiers.clear()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        synth = Synthesizer.load(job.choice)
+        synth = Synthesizer.load(job.choice, on_progress=lambda stage, fraction: self._emit(
+            Progress(request_id, "convert", round(fraction * 1000), 1000)))  # llama.cpp: GGUF made once
         self._synth, self._choice = synth, job.choice
         device = synth.lm.device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
         self._emit(Progress(request_id, "load", 1, 1))
         fast_path = ("captured" if synth.lm.fast_path else "off") if device.type == "cuda" else "eager"
+        if synth.lm.backend == "llamacpp":
+            fast_path = "llama.cpp"
         self._emit(ModelsLoaded(name, str(job.choice.lm), synth.lm.quantization, tuple(synth.notices), request_id,
                                 fast_path))
 

@@ -14,6 +14,9 @@ from deps import missing
 
 # Qt widgets run offscreen in tests (a real window is only needed for screenshots, under Xvfb).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# "auto" means PyTorch in tests (takes are compared with the PyTorch reference); the tests of the
+# llama.cpp backend choose it explicitly, or unset this to test what "auto" picks (engine.lm.backend).
+os.environ.setdefault("LLASA_BACKEND", "torch")
 
 pytest_plugins = ["conftest_audio"]  # pulse_null_sink: a private PulseAudio server with a null sink
 

@@ -26,8 +26,9 @@ except ImportError:
     pytest.skip("needs the llamacpp extra: pip install '.[llamacpp]'", allow_module_level=True)
 
 from engine.config import SamplingParams
-from engine.errors import CancelledError, DeviceError, ModelFormatError
+from engine.errors import CancelledError, DeviceError, ModelFormatError, SettingsError
 from engine.lm.backend import resolve_backend
+from engine.lm.batching import BatchScheduler, DecodeJob
 from engine.lm.decoder import FastDecoder
 from engine.lm.gguf import convert_to_gguf, gguf_path, quantize_gguf
 from engine.lm.llamacpp import load_llamacpp_lm
@@ -123,6 +124,30 @@ def test_sampling_is_reproducible_and_cancel_stops_within_one_token(cpp_lm):
     assert run(decoder, prompts, GREEDY, 0)[1] == ["length", "length"]
 
 
+def test_continuous_batching_rows_equal_single_takes(cpp_lm, torch_lm):
+    """BatchScheduler on llama.cpp: ragged rows refilled as takes end. Greedy takes equal torch's
+    single-row codes; a sampled take is the same alone, in a batch of 3, and from generate() with its seed."""
+    import dataclasses
+
+    prompts = make_prompts(cpp_lm)
+    specs = [(prompts[0], 12), (prompts[1][:-5], 20), (prompts[2], 8), (prompts[0][:-3], 16), (prompts[1], 10)]
+    jobs = [DecodeJob(k, tuple(p), seed=100 + k, max_new_tokens=n) for k, (p, n) in enumerate(specs)]
+
+    def results(decoder, params):
+        return {done.key: (done.codes, done.finish_reason) for done in BatchScheduler(decoder, params).run(jobs)}
+
+    expected = results(FastDecoder(torch_lm, max_batch=1, max_length=512), GREEDY)
+    assert results(cpp_lm.decoder(max_batch=3, max_length=512), GREEDY) == expected
+    sampled = SamplingParams(temperature=0.8, top_k=50, repetition_penalty=1.1)
+    alone = results(cpp_lm.decoder(max_batch=1, max_length=512), sampled)
+    assert results(cpp_lm.decoder(max_batch=3, max_length=512), sampled) == alone
+    assert len({codes for codes, _ in alone.values()}) == len(jobs)  # different seeds, different takes
+    single = cpp_lm.decoder(max_batch=1, max_length=512)
+    for job in jobs:
+        codes, reasons = run(single, [list(job.prompt)], dataclasses.replace(sampled, seed=job.seed), job.max_new_tokens)
+        assert (tuple(codes[0]), reasons[0]) == alone[job.key]
+
+
 def test_end_token_stops_a_row_like_torch(lm_folder, tmp_path):
     """A copy whose end-token embedding row (tied head) is scaled up: both backends stop at the same step."""
     from safetensors.torch import load_file, save_file
@@ -189,13 +214,50 @@ def test_bad_gguf_and_changed_tokenizer_are_refused(cpp_lm, lm_folder, tmp_path)
         convert_to_gguf(folder, tmp_path / "x.gguf")
 
 
-def test_backend_choice():
+def test_backend_choice(monkeypatch):
+    monkeypatch.delenv("LLASA_BACKEND", raising=False)
     assert resolve_backend("torch", "cpu") == "torch"
     assert resolve_backend("auto", "cuda") == "torch"
     assert resolve_backend("auto", "cpu") == ("torch" if torch.cuda.is_available() else "llamacpp")
     assert resolve_backend("llamacpp", "cpu") == "llamacpp"
     with pytest.raises(DeviceError, match="--backend torch with --device cuda"):
         resolve_backend("llamacpp", "cuda")
+    monkeypatch.setenv("LLASA_BACKEND", "torch")  # pins what "auto" means; an explicit choice still wins
+    assert resolve_backend("auto", "cpu") == "torch" and resolve_backend("llamacpp", "cpu") == "llamacpp"
+    monkeypatch.setenv("LLASA_BACKEND", "llamacpp")
+    assert resolve_backend("auto", "cpu") == "llamacpp"
+    monkeypatch.setenv("LLASA_BACKEND", "onnx")
+    with pytest.raises(SettingsError, match="LLASA_BACKEND='onnx' is not a backend; set it to torch or llamacpp"):
+        resolve_backend("auto", "cpu")
+
+
+def test_a_book_narrated_on_llamacpp_is_the_same_in_batches(lm_folder, cpp_lm, tiny_models, tmp_path, speech_clip_16k):
+    """narrate() on the llama.cpp Synthesizer: one segment at a time and 3 at once give the same take files,
+    and the runtime recorded for the take keys is llama.cpp's precision."""
+    from engine.book.importer import Book, Chapter
+    from engine.book.narration import create_project, narrate, segment_budget
+    from engine.book.project import NarrationSettings
+    from engine.config import ModelChoice
+    from engine.speech.synth import Synthesizer
+    from engine.voices import VoiceLibrary
+
+    choice = ModelChoice(str(lm_folder), str(tiny_models["codec"]), device="cpu", backend="llamacpp", gguf_precision="f32")
+    synth = Synthesizer.load(choice)
+    assert synth.lm.backend == "llamacpp" and any("llama.cpp (F32" in n for n in synth.notices)
+    codes = tuple(random.Random(5).randrange(65536) for _ in range(40))
+    voice = VoiceLibrary(tmp_path / "voices").add("Narrator", speech_clip_16k[0][:16000], "Short words. " * 20, codes, "tiny")
+    book = Book("B", "A", (Chapter("One", "It was late.\n\nBirds sang.\n\nThe bells rang twice."),
+                           Chapter("Two", "Night fell.\n\nThe end came quietly.")))
+    takes = []
+    for batch in (1, 3):
+        settings = NarrationSettings(lm=choice.lm, codec=choice.codec, base_seed=7, temperature=0.9, top_p=0.95)
+        max_tokens, rate = segment_budget(synth, voice.codes, voice.transcript)
+        project = create_project(tmp_path / f"p{batch}", book, voice, settings, max_tokens=max_tokens, tokens_per_char=rate)
+        result = narrate(project, synth, batch=batch)
+        assert (result.rendered, result.failed) == (5, 0)
+        assert json.loads((project.folder / "runtime.json").read_text()) == {"device": "cpu", "precision": "f32"}
+        takes.append({p.name: p.read_bytes() for p in sorted((project.folder / "takes").iterdir())})
+    assert takes[0] == takes[1] and len(takes[0]) == 10
 
 
 @pytest.mark.parametrize("command", ["synth", "narrate"])
@@ -216,20 +278,22 @@ def test_missing_extra_is_a_clear_cli_error(command, tmp_path):
     assert not (tmp_path / "o.wav").exists() and not (tmp_path / "book").exists()
 
 
-def test_synth_cli_speaks_with_llamacpp(tiny_models, tmp_path):
-    """synth --backend llamacpp end to end: converts the tiny LM once (Q8_0), writes a 16 kHz WAV."""
-    import soundfile as sf
-
+def test_synth_cli_auto_speaks_with_llamacpp_same_bytes_with_play(tiny_models, tmp_path, pulse_null_sink):
+    """synth with no --backend on this CUDA-less machine: "auto" converts the tiny LM once (Q8_0) and
+    speaks with llama.cpp; with --play (through the PulseAudio null sink) the file is byte for byte the same."""
     folder = tmp_path / "lm"
     shutil.copytree(tiny_models["lm"], folder)
-    out = tmp_path / "out.wav"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "synth", "--lm", str(folder), "--codec", str(tiny_models["codec"]),
-         "--text", "Hello there.", "--out", str(out), "--backend", "llamacpp", "--seed", "3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "llama.cpp (Q8_0" in result.stderr
-    audio, rate = sf.read(out)
-    assert rate == 16000 and len(audio) > 0
+    env = {k: v for k, v in os.environ.items() if k != "LLASA_BACKEND"}
+    outputs = []
+    for extra in ([], ["--play"]):
+        out = tmp_path / f"out{len(outputs)}.wav"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "main.py"), "synth", "--lm", str(folder), "--codec", str(tiny_models["codec"]),
+             "--text", "Hello there. How are you today?", "--out", str(out), "--seed", "3", *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "llama.cpp (Q8_0" in result.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] and len(outputs[0]) > 44
     assert sorted(p.name for p in (folder / "gguf").iterdir()) == ["llasa-q8_0.gguf"]  # the BF16 step is removed

@@ -264,10 +264,14 @@ def narrate(
     if synthesizer is not None:
         project.use_runtime(Runtime(synthesizer.lm.device.type, synthesizer.lm.quantization))  # part of take keys
     elif (choice := getattr(source, "choice", None)) is not None:  # worker processes load this choice
+        from engine.lm.backend import resolve_backend
         from engine.lm.device import default_precision, resolve_device
 
-        device = resolve_device(choice.device)[0]
-        project.use_runtime(Runtime(device.type, choice.quantization or default_precision(device)))
+        if resolve_backend(choice.backend, choice.device) == "llamacpp":
+            project.use_runtime(Runtime("cpu", choice.gguf_precision))  # as LlamaCppLM reports it
+        else:
+            device = resolve_device(choice.device)[0]
+            project.use_runtime(Runtime(device.type, choice.quantization or default_precision(device)))
     if segment_ids is not None:
         scope = [_find(project, segment_id) for segment_id in dict.fromkeys(segment_ids)]
     else:

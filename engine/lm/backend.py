@@ -2,14 +2,18 @@
 
 "auto" picks llama.cpp on a machine without CUDA when the optional ``llamacpp`` extra is
 installed, because it decodes several times faster than PyTorch on a CPU; otherwise PyTorch.
+The environment variable LLASA_BACKEND (torch | llamacpp) pins what "auto" means on a machine,
+e.g. a test run that compares takes with the PyTorch reference.
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 
 from engine.config import BACKENDS
 from engine.errors import DeviceError, SettingsError
 
+PIN_VARIABLE = "LLASA_BACKEND"
 MISSING_EXTRA = (
     "The llama.cpp backend needs llama-cpp-python: pip install \"llasa-studio[llamacpp]\" "
     "(it compiles llama.cpp; see the README), or use --backend torch."
@@ -36,6 +40,11 @@ def resolve_backend(backend: str, device: str = "auto") -> str:
         if not llamacpp_installed():
             raise DeviceError(MISSING_EXTRA)
         return "llamacpp"
+    pinned = os.environ.get(PIN_VARIABLE, "").strip()
+    if pinned:
+        if pinned not in ("torch", "llamacpp"):
+            raise SettingsError(f"{PIN_VARIABLE}={pinned!r} is not a backend; set it to torch or llamacpp, or unset it.")
+        return resolve_backend(pinned, device)
     if device == "cuda" or not llamacpp_installed():
         return "torch"
     import torch

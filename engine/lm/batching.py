@@ -131,10 +131,7 @@ def default_batch(lm, *, context: int = 2048, cap: int = 8) -> int:
 
     import torch
 
-    config = lm.model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    size = lm.model.model.embed_tokens.weight.element_size()
-    per_row = config.num_hidden_layers * 2 * config.num_key_value_heads * context * head_dim * size
+    per_row = lm.kv_row_bytes(context)
     if lm.device.type == "cuda":
         free = torch.cuda.mem_get_info(lm.device)[0] // 2
     else:

@@ -15,7 +15,7 @@ import os
 import platform
 import subprocess
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from engine.lm.decoder import FastDecoder
 from engine.lm.tokens import LLASA_TAGS, SpeechTokens
 
 PREFILL_CHUNK = 256  # prompt tokens per llama_decode call while prefilling; cancel is checked between chunks
+EXACT_PRECISIONS = ("f32", "f16", "bf16")  # GGUF precisions without quantization: their KV cache is kept in F32
 _LOG: collections.deque[str] = collections.deque(maxlen=8)  # llama.cpp's last warnings/errors, for messages
 _LOG_CALLBACK: Any = None  # kept alive: llama.cpp holds a pointer to it
 
@@ -133,10 +134,19 @@ class LlamaCppLM:
     threads: int  # llama.cpp threads (physical cores - 1)
     device: torch.device = torch.device("cpu")  # where the codec and sampling run
     notice: str | None = None  # something the user should know, or None
+    backend = "llamacpp"  # what runs it (engine.lm.loading.LlasaLM says "torch")
+    fast_path = False  # no CUDA graph: the decode step is llama.cpp's
 
     def decoder(self, max_batch: int = 1, max_length: int = 2048) -> "LlamaCppDecoder":
         """A decoder for up to ``max_batch`` rows of up to ``max_length`` tokens each."""
         return LlamaCppDecoder(self, max_batch=max_batch, max_length=max_length)
+
+    def kv_row_bytes(self, context: int) -> int:
+        """Bytes of one decoder row's KV cache of `context` tokens (engine.lm.batching.default_batch)."""
+        llama_cpp, ptr = _llama(), self.model.ptr
+        head_dim = llama_cpp.llama_model_n_embd(ptr) // llama_cpp.llama_model_n_head(ptr)
+        size = 4 if self.quantization in EXACT_PRECISIONS else 2
+        return llama_cpp.llama_model_n_layer(ptr) * 2 * llama_cpp.llama_model_n_head_kv(ptr) * context * head_dim * size
 
 
 def load_llamacpp_lm(
@@ -170,13 +180,16 @@ def load_llamacpp_lm(
 
 
 class LlamaCppDecoder:
-    """Speech decoding on llama.cpp with engine.lm.decoder.FastDecoder's ``generate`` protocol.
+    """Speech decoding on llama.cpp with engine.lm.decoder.FastDecoder's protocols: ``generate`` (N
+    prompts, one sampling generator) and the row protocol of engine.lm.batching.BatchScheduler
+    (``start_row``/``step_rows``: each row refilled as its take ends, sampled with its own generator).
 
-    The N rows of a batch are decoded truly batched (one llama_decode per step for all live rows,
-    one KV sequence per row; identical prompts share their prefill). The KV of row 0 is kept
-    between calls, so a prompt that starts like the previous one (same voice) prefills only the
-    rest. Holds one llama_context: run one ``generate`` at a time.
+    Rows are decoded truly batched (one llama_decode per step for all live rows, one KV sequence
+    per row). The KV of every row is kept, so a prompt that starts like one a row holds (same voice)
+    copies those cells and prefills only the rest. Holds one llama_context: one caller at a time.
     """
+
+    check_every = 1  # BatchScheduler's chunk of steps: llama.cpp hands logits to the host every token anyway
 
     def __init__(self, lm: LlamaCppLM, *, max_batch: int = 1, max_length: int = 2048) -> None:
         llama_cpp = _llama()
@@ -187,7 +200,7 @@ class LlamaCppDecoder:
         params.n_seq_max = max_batch
         params.n_threads = params.n_threads_batch = lm.threads
         params.kv_unified = True  # shared prompt prefixes are shared cells, not copies
-        exact = lm.quantization in ("f32", "f16", "bf16")
+        exact = lm.quantization in EXACT_PRECISIONS
         params.type_k = params.type_v = 0 if exact else 1  # KV cache in F32 for the exact precisions, else F16
         self._ctx = llama_cpp.llama_init_from_model(lm.model.ptr, params)
         if not self._ctx:
@@ -199,7 +212,10 @@ class LlamaCppDecoder:
         t = lm.tokens
         self._token_ids = list(range(t.first_speech_id, t.vocab_end)) + list(t.stop_ids)  # reduced index -> id
         self._stop_index = {tid: t.num_codes + j for j, tid in enumerate(t.stop_ids)}
-        self._cached: list[int] = []  # the tokens whose KV sequence 0 holds
+        self._held: list[list[int]] = [[] for _ in range(max_batch)]  # the tokens whose KV each sequence holds
+        self._row_seen: list[torch.Tensor | None] = [None] * max_batch  # row protocol: tokens each row has seen
+        self._row_token = [0] * max_batch  # row protocol: each row's last draw (reduced index), fed next step
+        self._row_pos = [0] * max_batch  # row protocol: the position that draw will take
 
     def __del__(self) -> None:
         if getattr(self, "_ctx", None):
@@ -236,36 +252,54 @@ class LlamaCppDecoder:
             self._decode([(ids[p], p, seq, p == len(ids) - 1) for p in range(lo, hi)])
         return self._reduced_logits(len(ids) - 1 - lo)  # the last token's index in the last chunk
 
-    def _start(self, prompts: list[list[int]], cancel: threading.Event | None) -> torch.Tensor | None:
-        """Prefill every row (reusing sequence 0's cached prefix); logits [N, V'] after each prompt."""
+    def _fill(self, seq: int, prompt: list[int], cancel: threading.Event | None) -> torch.Tensor | None:
+        """Make sequence ``seq`` hold ``prompt``: keep or copy the longest prefix some sequence already
+        holds, prefill the rest; logits after its last token (None if cancelled)."""
         llama_cpp, mem = self._llama, self._mem
-        for seq in range(1, self.max_batch):
+        source, keep = seq, _common_prefix(self._held[seq], prompt)
+        for other, held in enumerate(self._held):
+            if other != seq and (n := _common_prefix(held, prompt)) > keep:
+                source, keep = other, n
+        keep = min(keep, len(prompt) - 1)  # the last token is always fed: its logits are the first draw's
+        if source == seq:
+            llama_cpp.llama_memory_seq_rm(mem, seq, keep, -1)
+        else:
             llama_cpp.llama_memory_seq_rm(mem, seq, -1, -1)
-        first = prompts[0]
-        keep = 0
-        while keep < min(len(self._cached), len(first) - 1) and self._cached[keep] == first[keep]:
-            keep += 1
-        llama_cpp.llama_memory_seq_rm(mem, 0, keep, -1)
-        self._cached = self._cached[:keep]
-        rows = []
+            if keep:
+                llama_cpp.llama_memory_seq_cp(mem, source, seq, 0, keep)
+        self._held[seq] = prompt[:keep]
+        logits = self._prefill(prompt, seq, keep, cancel)
+        if logits is not None:
+            self._held[seq] = list(prompt)
+        return logits
+
+    def _start(self, prompts: list[list[int]], cancel: threading.Event | None) -> torch.Tensor | None:
+        """Prefill every row (reusing held prefixes); logits [N, V'] after each prompt."""
+        for seq in range(len(prompts), self.max_batch):  # unused rows give their cells back
+            self._llama.llama_memory_seq_rm(self._mem, seq, -1, -1)
+            self._held[seq] = []
+        rows: list[torch.Tensor] = []
         for i, prompt in enumerate(prompts):
-            if i > 0 and prompt == first:  # same prompt: share row 0's cells and logits
-                llama_cpp.llama_memory_seq_cp(mem, 0, i, -1, -1)
+            if i > 0 and prompt == prompts[0]:  # same prompt: share row 0's cells and logits
+                self._llama.llama_memory_seq_rm(self._mem, i, -1, -1)
+                self._llama.llama_memory_seq_cp(self._mem, 0, i, -1, -1)
+                self._held[i] = list(prompt)
                 rows.append(rows[0])
                 continue
-            start = keep
-            if i > 0:  # share the cells of the prefix this row has in common with row 0
-                start = next((j for j, (a, b) in enumerate(zip(prompt, first)) if a != b), min(len(prompt), len(first)))
-                start = min(start, len(prompt) - 1)
-                if start > 0:
-                    llama_cpp.llama_memory_seq_cp(mem, 0, i, 0, start)
-            logits = self._prefill(prompt, i, start, cancel)
+            logits = self._fill(i, prompt, cancel)
             if logits is None:
                 return None
-            if i == 0:
-                self._cached = list(first)
             rows.append(logits)
         return torch.stack(rows)
+
+    def _seen_of(self, prompt: Sequence[int]) -> torch.Tensor:
+        """bool [V']: the speech and stop tokens in ``prompt`` (what the repetition penalty starts from)."""
+        t = self.lm.tokens
+        seen = torch.zeros(len(self._token_ids), dtype=torch.bool)
+        hits = [tid - t.first_speech_id if t.is_speech(tid) else self._stop_index[tid]
+                for tid in set(prompt) if t.is_speech(tid) or tid in self._stop_index]
+        seen[hits] = True
+        return seen
 
     # ---- sampling (as engine.lm.decoder.FastDecoder._sample, on the host) ------------------------
     @staticmethod
@@ -284,10 +318,10 @@ class LlamaCppDecoder:
         """Keep the KV of a shared prompt prefix (e.g. up to the voice reference's codes) in sequence 0."""
         ids = list(ids)
         self._llama.llama_memory_seq_rm(self._mem, 0, -1, -1)
-        self._cached = []
+        self._held[0] = []
         if ids:
             self._prefill(ids, 0, 0, None)
-            self._cached = ids
+            self._held[0] = ids
 
     def logits(self, ids: Sequence[int]) -> torch.Tensor:
         """Teacher-forced logits [len(ids), num_codes + stops] (float32) after each token of ``ids``.
@@ -296,12 +330,12 @@ class LlamaCppDecoder:
         """
         ids = list(ids)
         self._llama.llama_memory_clear(self._mem, True)
-        self._cached, rows = [], []
+        self._held, rows = [[] for _ in range(self.max_batch)], []
         for lo in range(0, len(ids), PREFILL_CHUNK):
             hi = min(lo + PREFILL_CHUNK, len(ids))
             self._decode([(ids[p], p, 0, True) for p in range(lo, hi)])
             rows += [self._reduced_logits(j) for j in range(hi - lo)]
-        self._cached = ids
+        self._held[0] = ids
         return torch.stack(rows)
 
     def generate(
@@ -332,11 +366,7 @@ class LlamaCppDecoder:
         if max_new_tokens <= 0:
             return ["length"] * n
         t = self.lm.tokens
-        seen = torch.zeros(n, len(self._token_ids), dtype=torch.bool)
-        for i, row in enumerate(prompts):
-            hits = [tid - t.first_speech_id if t.is_speech(tid) else self._stop_index[tid]
-                    for tid in set(row) if t.is_speech(tid) or tid in self._stop_index]
-            seen[i, hits] = True
+        seen = torch.stack([self._seen_of(p) for p in prompts])
         generator = make_generator(torch.device("cpu"), params.seed)
         logits = self._start(prompts, cancel)
         if logits is None:
@@ -369,9 +399,62 @@ class LlamaCppDecoder:
             self._decode(entries)
             for row, code in feed:
                 positions[row] += 1
-                if row == 0:
-                    self._cached.append(t.first_speech_id + code)
+                self._held[row].append(t.first_speech_id + code)
             live = [row for row, _ in feed]
             logits = torch.stack([self._reduced_logits(i) for i in range(len(live))])
 
+    # ---- row protocol (engine.lm.batching.BatchScheduler) ------------------------------------------
+    def runner(self, params: SamplingParams) -> Callable[[], None]:
+        """FastDecoder's step runner; llama.cpp has nothing to capture, so it does nothing."""
+        return lambda: None
+
+    def start_row(self, row: int, prompt: Sequence[int], params: SamplingParams,
+                  generator: torch.Generator | None) -> int:
+        """Put ``prompt`` in row ``row`` and draw its first token (reduced index; >= num_codes: a stop).
+
+        Other rows are untouched. The row samples with ``generator`` (None when greedy) alone, so its
+        take does not depend on what the other rows hold.
+        """
+        prompt = list(prompt)
+        if not 0 <= row < self.max_batch or not prompt or len(prompt) >= self.max_length:
+            raise SettingsError(f"Row {row} needs a prompt of 1 to {self.max_length - 1} tokens (max_batch {self.max_batch}).")
+        logits = self._fill(row, prompt, None)
+        self._row_seen[row] = self._seen_of(prompt)
+        self._row_pos[row] = len(prompt)
+        return self._draw(row, logits, params, generator)
+
+    def step_rows(self, runner: Callable[[], None], params: SamplingParams,
+                  generators: dict[int, torch.Generator | None]) -> list[list[int]]:
+        """One step of the rows in ``generators`` (one batched llama_decode); draws [max_batch][1].
+        A row whose last draw was a stop, or whose window is full, is not fed: its draw is a stop."""
+        t = self.lm.tokens
+        draws = [[t.num_codes] for _ in range(self.max_batch)]  # idle rows' draws mean nothing
+        live = [r for r in generators if self._row_token[r] < t.num_codes and self._row_pos[r] < self.max_length]
+        if not live:
+            return draws
+        self._decode([(t.first_speech_id + self._row_token[r], self._row_pos[r], r, True) for r in live])
+        for i, r in enumerate(live):
+            self._held[r].append(t.first_speech_id + self._row_token[r])
+            self._row_pos[r] += 1
+            draws[r][0] = self._draw(r, self._reduced_logits(i), params, generators[r])
+        return draws
+
+    def _draw(self, row: int, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+        """Sample row ``row``'s next token from its logits [V'] and remember it."""
+        seen = self._row_seen[row]
+        idx = int(self._sample(logits[None], seen[None], params, generator)[0])
+        seen[idx] = True
+        self._row_token[row] = idx
+        return idx
+
     codes = FastDecoder.codes  # one prompt: yields codes, returns the finish reason (the same wrapper of generate)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

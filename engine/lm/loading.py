@@ -33,12 +33,20 @@ class LlasaLM:
     quantization: str  # "4bit" | "8bit" | "bf16" | "fp32"
     notice: str | None = None  # something the user should know (e.g. CPU fallback), or None
     fast_path: bool = True  # CUDA: replay the captured decode step (False after a failed self-check)
+    backend = "torch"  # what runs it (engine.lm.llamacpp.LlamaCppLM says "llamacpp")
 
     def decoder(self, max_batch: int, max_length: int):
         """A FastDecoder for up to `max_batch` rows of `max_length` tokens (engine.lm.decoder)."""
         from engine.lm.decoder import FastDecoder
 
         return FastDecoder(self, max_batch=max_batch, max_length=max_length, cuda_graph=self.fast_path)
+
+    def kv_row_bytes(self, context: int) -> int:
+        """Bytes of one decoder row's KV cache of `context` tokens (engine.lm.batching.default_batch)."""
+        c = self.model.config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        size = self.model.model.embed_tokens.weight.element_size()
+        return c.num_hidden_layers * 2 * c.num_key_value_heads * context * head_dim * size
 
 
 def _weight_options(quantization: str, device: torch.device) -> dict[str, Any]:

@@ -72,6 +72,6 @@ def measure_speed(synth: Synthesizer, voice: Voice | None = None, *, text: str =
         device = torch.cuda.get_device_name(lm.device)
         step = "captured" if lm.fast_path else "off (eager step)"
     else:
-        device, step = lm.device.type, "eager"
+        device, step = lm.device.type, "llama.cpp" if lm.backend == "llamacpp" else "eager"
     return SpeedResult(device, lm.quantization, step, tokens, len(result.audio) / SAMPLE_RATE, wall,
                        first[0] if first else None, tokens / wall, (tokens / FRAME_RATE) / wall)

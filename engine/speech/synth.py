@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from engine.audio.clip import HOP_LENGTH, ReferenceClip
 from engine.codec.model import XCodec2
 from engine.config import CONTEXT_WINDOW, ModelChoice, SamplingParams
-from engine.errors import InputTextError, ModelFormatError
+from engine.errors import DeviceError, InputTextError, ModelFormatError
 from engine.lm.fast_path import VerdictCache, verify_lm_fast_path
 from engine.lm.loading import LlasaLM, load_lm
 from engine.models.resolve import check_codec_folder, check_lm_folder, resolve_model
@@ -53,27 +54,22 @@ class Synthesizer:
         self._decoders: dict[int, object] = {}  # rows -> decoder (engine.lm.decoder.FastDecoder or a backend's)
 
     @classmethod
-    def load(cls, choice: ModelChoice, *, with_encoder: bool = True, verdicts: VerdictCache | None = None) -> "Synthesizer":
+    def load(cls, choice: ModelChoice, *, with_encoder: bool = True, verdicts: VerdictCache | None = None,
+             on_progress: Callable[[str, float], None] | None = None) -> "Synthesizer":
         """Resolve, check and load both models; the codec encoder only when `with_encoder`.
 
-        On CUDA the captured decode step is checked against the eager one once per device and model
-        (engine.lm.fast_path; `verdicts` is where the answers are kept). On Apple's MPS a model that
-        fails to load or run there is loaded on the CPU instead, with a notice.
+        The LM runs where engine.lm.backend.resolve_backend says: llama.cpp converts the model to GGUF
+        the first time (`on_progress(stage, fraction)` reports it); when "auto" chose llama.cpp and it
+        cannot load the model, PyTorch does, with a notice. On CUDA the captured decode step is checked
+        against the eager one once per device and model (engine.lm.fast_path; `verdicts` keeps the
+        answers). On Apple's MPS a model that fails to load or run there is loaded on the CPU instead.
         """
         lm_dir = resolve_model(choice.lm, "Llasa LM")
         codec_dir = resolve_model(choice.codec, "X-Codec2")
         check_lm_folder(lm_dir)
         check_codec_folder(codec_dir)
-        if choice.backend == "llamacpp":  # "auto" stays torch here until the render path applies resolve_backend
-            from engine.lm.backend import resolve_backend
-            from engine.lm.llamacpp import load_llamacpp_lm
-
-            resolve_backend(choice.backend, choice.device)  # DeviceError without the llamacpp extra
-            lm = load_llamacpp_lm(lm_dir, choice.gguf_precision)
-        else:
-            lm = _load_lm_with_fallback(lm_dir, choice)
-        notices = [lm.notice] if lm.notice else []
-        if lm.device.type == "cuda" and choice.backend != "llamacpp":
+        lm, notices = _load_lm_on_backend(lm_dir, choice, on_progress)
+        if lm.device.type == "cuda" and lm.backend == "torch":
             lm, verdict = verify_lm_fast_path(lm, str(choice.lm), verdicts)
             if not verdict.ok:
                 notices.append(verdict.reason)
@@ -124,6 +120,29 @@ def read_text_file(path: str | Path) -> str:
     if not text.strip():
         raise InputTextError(f"Text file {path} is empty.")
     return text
+
+
+def _load_lm_on_backend(folder: Path, choice: ModelChoice,
+                        on_progress: Callable[[str, float], None] | None) -> tuple[LlasaLM, list[str]]:
+    """The LM on the backend resolve_backend picks (DeviceError: llama.cpp asked for, not installed),
+    and the notices to show. An "auto" llama.cpp that fails to convert or load falls back to PyTorch."""
+    from engine.lm.backend import resolve_backend
+
+    if resolve_backend(choice.backend, choice.device) == "llamacpp":
+        from engine.lm.llamacpp import load_llamacpp_lm
+
+        try:
+            lm = load_llamacpp_lm(folder, choice.gguf_precision, on_progress)
+            return lm, [lm.notice] if lm.notice else []
+        except (DeviceError, ModelFormatError) as error:
+            if choice.backend == "llamacpp":
+                raise
+            log.warning("llama.cpp could not load the LM; using PyTorch", exc_info=True)
+            fallback = f"llama.cpp could not load the model ({error}); running it on PyTorch"
+    else:
+        fallback = None
+    lm = _load_lm_with_fallback(folder, choice)
+    return lm, [note for note in (fallback, lm.notice) if note]
 
 
 def _load_lm_with_fallback(folder: Path, choice: ModelChoice) -> LlasaLM:
