@@ -32,7 +32,7 @@ QUANTIZATION_NOTES = {  # what each choice costs and gives (GPU memory for the 1
     "fp32": "fp32: full quality, twice bf16's memory; the choice for CPUs.",
 }
 _LOCAL = "local"  # key of the LM radio button for a local folder
-BACKEND_LABELS = {"auto": "Automatic (today: PyTorch)", "torch": "PyTorch",
+BACKEND_LABELS = {"auto": "Automatic (llama.cpp without an NVIDIA GPU, if installed)", "torch": "PyTorch",
                   "llamacpp": "llama.cpp (fast on CPUs and Macs)"}
 GGUF_LABELS = {"q8_0": "Q8_0 (default)", "q4_k_m": "Q4_K_M (fastest)", "bf16": "BF16 (exact)"}
 

@@ -152,11 +152,14 @@ def run_fast(decoder: FastDecoder, codec, prompt: list[int], prefix: list[int], 
 RENDER_TEXT = "The old lighthouse keeper climbed the spiral stairs every evening at dusk."
 
 
-def run_render(size: str, device: torch.device, codec, prefix: list[int], prompt_tokens: int, n: int) -> tuple[str, dict]:
-    """The render path as users get it: engine.speech.render.speak_segment on a Synthesizer whose LM has
-    the device's automatic precision (engine.lm.device.default_precision), a real prompt built by the
-    tokenizer's chat template (the tiny tokenizer: prompt ids differ from Llama-3's, costs do not), the
-    decoder the Synthesizer keeps (full 2,048-token window), and a full codec decode of the take."""
+def run_render(size: str, device: torch.device, codec, prefix: list[int], prompt_tokens: int, n: int,
+               gguf_folder) -> tuple[str, dict]:
+    """The render path as users get it: engine.speech.render.speak_segment on a Synthesizer whose LM runs
+    on the automatic backend (engine.lm.backend: llama.cpp at its default precision on a machine without
+    CUDA where the extra is installed, from ``gguf_folder()``'s model) or else PyTorch at the device's
+    automatic precision (engine.lm.device.default_precision), a real prompt built by the tokenizer's
+    chat template (the tiny tokenizer: prompt ids differ from Llama-3's, costs do not), the decoder the
+    Synthesizer keeps (full 2,048-token window), and a full codec decode of the take."""
     import dataclasses
     import tempfile
 
@@ -168,13 +171,22 @@ def run_render(size: str, device: torch.device, codec, prefix: list[int], prompt
     from engine.speech.render import speak_segment
     from engine.speech.synth import Synthesizer, Voice
 
-    precision = default_precision(device)
-    quant = {"4bit": "nf4"}.get(precision, precision)
-    with tempfile.TemporaryDirectory() as folder:
-        write_tiny_lm(Path(folder))
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    lm = build_lm(size, quant, device)
-    lm = dataclasses.replace(lm, tokenizer=tokenizer, tokens=SpeechTokens.from_tokenizer(tokenizer), quantization=precision)
+    from engine.lm.backend import resolve_backend
+
+    if resolve_backend("auto", device.type) == "llamacpp":
+        from engine.lm.gguf import DEFAULT_PRECISION
+        from engine.lm.llamacpp import load_llamacpp_lm
+
+        lm = load_llamacpp_lm(gguf_folder(), DEFAULT_PRECISION)
+        precision, tokenizer = f"llama.cpp {DEFAULT_PRECISION}", lm.tokenizer
+    else:
+        precision = default_precision(device)
+        quant = {"4bit": "nf4"}.get(precision, precision)
+        with tempfile.TemporaryDirectory() as folder:
+            write_tiny_lm(Path(folder))
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        lm = build_lm(size, quant, device)
+        lm = dataclasses.replace(lm, tokenizer=tokenizer, tokens=SpeechTokens.from_tokenizer(tokenizer), quantization=precision)
     synth = Synthesizer(lm, codec)
     transcript = "Exactly what the reference clip says."
     overhead = len(build_prompt(tokenizer, lm.tokens, RENDER_TEXT, reference_codes=[0], reference_text=transcript)) - 1
@@ -246,7 +258,8 @@ def main() -> None:
                 x["speedup"] = x["tokens_per_s"] / base if base else None
         del lm
     if not args.no_render and codec is not None:
-        precision, r = run_render(args.size, device, codec, prefix, args.prompt_tokens, n)
+        precision, r = run_render(args.size, device, codec, prefix, args.prompt_tokens, n,
+                                  lambda: _gguf_folder(args, ["q8_0"]))
         base = next((x["tokens_per_s"] for x in rows if x["path"].startswith("recipe") and x["quant"] == "fp32"), None)
         base = base or next((x["tokens_per_s"] for x in rows if x["path"].startswith("recipe")), None)
         tps = r["tokens"] / r["gen_s"]
@@ -264,13 +277,10 @@ def main() -> None:
 
 def llamacpp_rows(args, prompt: list[int], n: int, torch_rows: list[dict]) -> list[dict]:
     """llama.cpp rows (LM only, no codec) with greedy agreement and KL vs the fp32 torch model."""
-    from bench_llamacpp import prepare, reference, run_llamacpp  # bench/ is on sys.path when run as a script
+    from bench_llamacpp import reference, run_llamacpp  # bench/ is on sys.path when run as a script
     from engine.lm.loading import load_lm
 
-    folder = args.gguf_dir or Path(f"/tmp/llasa-bench-{args.size}")
-    if not (folder / "config.json").is_file():
-        prepare(build_lm(args.size, "fp32", torch.device("cpu")), folder, args.llamacpp)
-    prepare(None, folder, args.llamacpp)
+    folder = _gguf_folder(args, args.llamacpp)
     lm = load_lm(folder, quantization="fp32", device="cpu")
     ref_ids, ref_logits = reference(lm, prompt, args.quality_tokens)
     del lm
@@ -284,6 +294,17 @@ def llamacpp_rows(args, prompt: list[int], n: int, torch_rows: list[dict]) -> li
         print(f"{r['path']}: prefill {r['prefill_s']:.2f} s, decode {r['decode_tokens_per_s'] or 0:.1f} tok/s, "
               f"greedy agreement {r['greedy_agreement']:.3f}, mean KL {r['mean_kl']:.5f}, {r['gguf_gib']:.2f} GiB")
     return rows
+
+
+def _gguf_folder(args, precisions: list[str]) -> Path:
+    """The random model of this size in the official layout, with GGUF files of ``precisions`` (made once)."""
+    from bench_llamacpp import prepare
+
+    folder = args.gguf_dir or Path(f"/tmp/llasa-bench-{args.size}")
+    if not (folder / "config.json").is_file():
+        prepare(build_lm(args.size, "fp32", torch.device("cpu")), folder, precisions)
+    prepare(None, folder, precisions)
+    return folder
 
 
 def _has(module: str) -> bool:

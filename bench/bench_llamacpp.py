@@ -19,6 +19,7 @@ import torch
 from engine.config import SamplingParams
 from engine.lm.decoder import FastDecoder
 from engine.lm.loading import LlasaLM
+from engine.lm.tiny import LLAMA3_CHAT_TEMPLATE
 from engine.lm.tokens import LLASA_TAGS, NUM_SPEECH_CODES, SpeechTokens, speech_token
 
 LLAMA3_IDS = 128_000  # regular Llama-3 BPE ids; 256 special ids follow (<|begin_of_text|> = 128000)
@@ -42,7 +43,8 @@ def write_tokenizer(folder: Path, tokens: SpeechTokens) -> None:
     tok.add_special_tokens(specials)
     tok.add_special_tokens(list(LLASA_TAGS))
     tok.add_special_tokens([speech_token(c) for c in range(NUM_SPEECH_CODES)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                   chat_template=LLAMA3_CHAT_TEMPLATE)
     fast.save_pretrained(folder)
     found = SpeechTokens.from_tokenizer(fast)
     assert (found.end_id, found.first_speech_id, found.eot_id) == (tokens.end_id, tokens.first_speech_id, tokens.eot_id)

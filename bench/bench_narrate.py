@@ -8,6 +8,9 @@ ones cost. The LM only: the codec's decode is the same per take whatever the bat
 also reports how many takes differ from batch 1's (same seeds): floating-point sums of other batch
 shapes can flip a sampled token.
 
+`--llamacpp q8_0` runs the batch rows on llama.cpp instead (engine.lm.llamacpp's row protocol), with
+the random model of bench/bench_decode.py's `--gguf-dir` (made and converted once).
+
 Worker rows (`--workers`): engine.book.workers.WorkerPool on the tiny models written to disk (the
 pool loads models from a folder), batch 1 per worker, codec included.
 
@@ -34,7 +37,6 @@ from bench.bench_decode import TOKENS, build_lm  # noqa: E402
 from engine.audio.clip import FRAME_RATE  # noqa: E402
 from engine.config import CONTEXT_WINDOW, SamplingParams  # noqa: E402
 from engine.lm.batching import BatchScheduler, DecodeJob  # noqa: E402
-from engine.lm.decoder import FastDecoder  # noqa: E402
 
 PARAMS = SamplingParams(temperature=0.8, top_p=1.0)  # the model card's sampling
 
@@ -50,7 +52,7 @@ def prompts(count: int, length: int) -> list[tuple[int, ...]]:
 
 
 def run_batch(lm, batch: int, jobs: list[DecodeJob], device: torch.device) -> tuple[dict, dict]:
-    decoder = FastDecoder(lm, max_batch=batch, max_length=CONTEXT_WINDOW)
+    decoder = lm.decoder(max_batch=batch, max_length=CONTEXT_WINDOW)  # FastDecoder, or llama.cpp's
     list(BatchScheduler(decoder, PARAMS).run(jobs[:1]))  # warm-up (and the CUDA graph capture)
     _sync(device)
     start = time.perf_counter()
@@ -104,11 +106,21 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=8, help="takes per row of the table")
     parser.add_argument("--new-tokens", type=int, default=64, help="speech tokens per take")
     parser.add_argument("--prompt", type=int, default=48, help="prompt tokens (the first take's; each next one +1)")
+    parser.add_argument("--llamacpp", choices=("bf16", "q8_0", "q4_k_m"), help="batch rows on llama.cpp at this precision")
+    parser.add_argument("--gguf-dir", type=Path, help="the random model + GGUFs (default /tmp/llasa-bench-SIZE)")
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (default physical cores - 1)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     quant = args.quant or ("bf16" if device.type == "cuda" else "fp32")
-    lm = build_lm(args.size, quant, device)
+    if args.llamacpp:
+        from bench.bench_decode import _gguf_folder
+        from engine.lm.llamacpp import load_llamacpp_lm
+
+        device, quant = torch.device("cpu"), f"llama.cpp {args.llamacpp}"
+        lm = load_llamacpp_lm(_gguf_folder(args, [args.llamacpp]), args.llamacpp, threads=args.threads)
+    else:
+        lm = build_lm(args.size, quant, device)
     jobs = [DecodeJob(i, p, 1000 + i, args.new_tokens) for i, p in enumerate(prompts(args.jobs, args.prompt))]
     rows, first = [], None
     for batch in args.batches:

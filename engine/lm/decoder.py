@@ -230,8 +230,7 @@ class FastDecoder:
         fills this row's noise for the first token (see step_rows: the same schedule as ``generate``).
         """
         prompt = list(prompt)
-        if not 0 <= row < self.max_batch or not prompt or len(prompt) >= self.max_length:
-            raise SettingsError(f"Row {row} needs a prompt of 1 to {self.max_length - 1} tokens (max_batch {self.max_batch}).")
+        check_row(row, prompt, self.max_batch, self.max_length)
         hidden = self._forward(torch.tensor([prompt], device=self.lm.device), self._positions[: len(prompt)], row=row)
         self._seen[row].copy_(self._prompt_seen(prompt))
         self._slot.zero_()
@@ -296,13 +295,8 @@ class FastDecoder:
         With greedy params each sequence's codes equal engine.lm.loading.generate_codes' for its prompt.
         """
         prompts = [list(p) for p in prompt_ids]
-        n, length = len(prompts), len(prompts[0]) if prompts else 0
-        if not 1 <= n <= self.max_batch or any(len(p) != length for p in prompts) or length == 0:
-            raise SettingsError(f"Give 1 to {self.max_batch} non-empty prompts of one length, got {n}.")
-        if length + max_new_tokens > self.max_length:
-            raise SettingsError(
-                f"Prompt ({length}) + max_new_tokens ({max_new_tokens}) exceed the decoder's {self.max_length} tokens."
-            )
+        check_prompts(prompts, self.max_batch, self.max_length, max_new_tokens, one_length=True)
+        n, length = len(prompts), len(prompts[0])
         reasons: list[str | None] = [None] * n
         if cancel is not None and cancel.is_set():
             return ["cancelled"] * n
@@ -373,3 +367,24 @@ class FastDecoder:
             except StopIteration as stop:
                 return stop.value[0]
             yield step[0]
+
+
+def check_prompts(prompts: Sequence[Sequence[int]], max_batch: int, max_length: int, max_new_tokens: int,
+                  *, one_length: bool) -> None:
+    """SettingsError unless 1..max_batch non-empty prompts (of one length if ``one_length``) leave room
+    for ``max_new_tokens`` in a window of ``max_length`` (the generate() arguments of every decoder)."""
+    n = len(prompts)
+    lengths = {len(p) for p in prompts}
+    if not 1 <= n <= max_batch or 0 in lengths or (one_length and len(lengths) > 1):
+        shape = " of one length" if one_length else ""
+        raise SettingsError(f"Give 1 to {max_batch} non-empty prompts{shape}, got {n}.")
+    if max(lengths) + max_new_tokens > max_length:
+        raise SettingsError(
+            f"Prompt ({max(lengths)}) + max_new_tokens ({max_new_tokens}) exceed the decoder's {max_length} tokens."
+        )
+
+
+def check_row(row: int, prompt: Sequence[int], max_batch: int, max_length: int) -> None:
+    """SettingsError unless ``prompt`` fits row ``row`` of a decoder (start_row's arguments)."""
+    if not 0 <= row < max_batch or not prompt or len(prompt) >= max_length:
+        raise SettingsError(f"Row {row} needs a prompt of 1 to {max_length - 1} tokens (max_batch {max_batch}).")

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from engine.config import SamplingParams
-from engine.errors import DeviceError, ModelFormatError, SettingsError
+from engine.errors import DeviceError, ModelFormatError
 from engine.lm.backend import MISSING_EXTRA
 from engine.lm.gguf import DEFAULT_PRECISION, Progress, ensure_gguf
 from engine.lm.loading import make_generator
 from engine.lm.sampling import apply_top_k, apply_top_p
-from engine.lm.decoder import FastDecoder
+from engine.lm.decoder import FastDecoder, check_prompts, check_row
 from engine.lm.tokens import LLASA_TAGS, SpeechTokens
 
 PREFILL_CHUNK = 256  # prompt tokens per llama_decode call while prefilling; cancel is checked between chunks
@@ -353,14 +353,8 @@ class LlamaCppDecoder:
         (``cancel`` is checked before every llama.cpp call and every yield: it stops within one token).
         """
         prompts = [list(p) for p in prompt_ids]
+        check_prompts(prompts, self.max_batch, self.max_length, max_new_tokens, one_length=False)
         n = len(prompts)
-        if not 1 <= n <= self.max_batch or any(len(p) == 0 for p in prompts):
-            raise SettingsError(f"Give 1 to {self.max_batch} non-empty prompts, got {n}.")
-        longest = max(len(p) for p in prompts)
-        if longest + max_new_tokens > self.max_length:
-            raise SettingsError(
-                f"Prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceed the decoder's {self.max_length} tokens."
-            )
         if cancel is not None and cancel.is_set():
             return ["cancelled"] * n
         if max_new_tokens <= 0:
@@ -416,8 +410,7 @@ class LlamaCppDecoder:
         take does not depend on what the other rows hold.
         """
         prompt = list(prompt)
-        if not 0 <= row < self.max_batch or not prompt or len(prompt) >= self.max_length:
-            raise SettingsError(f"Row {row} needs a prompt of 1 to {self.max_length - 1} tokens (max_batch {self.max_batch}).")
+        check_row(row, prompt, self.max_batch, self.max_length)
         logits = self._fill(row, prompt, None)
         self._row_seen[row] = self._seen_of(prompt)
         self._row_pos[row] = len(prompt)
