@@ -35,7 +35,7 @@ class EngineBridge(QObject):
     narration_progressed = Signal(object)  # engine.session.NarrationProgressed
     narrated = Signal(object)  # engine.session.Narrated
     speed_measured = Signal(object)  # engine.session.SpeedMeasured
-    voice_measured = Signal(object)  # engine.book.jobs.VoiceMeasured
+    voice_measured = Signal(object)  # engine.session.VoiceMeasured
     _event_arrived = Signal(object)  # engine thread -> GUI thread
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -59,7 +59,7 @@ class EngineBridge(QObject):
             session.NarrationProgressed: self.narration_progressed,
             session.Narrated: self.narrated,
             session.SpeedMeasured: self.speed_measured,
-            jobs.VoiceMeasured: self.voice_measured,
+            session.VoiceMeasured: self.voice_measured,
         }
         self._event_arrived.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
         self._session = session.EngineSession(emit=self._event_arrived.emit)

@@ -26,7 +26,7 @@ from app.menus import (
 from app.model_setup import ModelSetup
 from app.models_banner import ModelsBanner
 from app.player import PlayerWidget
-from app.project_window import ProjectWindows
+from app.project_windows import ProjectWindows
 from app.resources import app_icon
 from app.script_view import ScriptView
 from app.transcription import AutoTranscriber

@@ -13,7 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtWidgets import QDialog
 
-from app.settings import SettingsDialog
+from app.settings_dialog import SettingsDialog
 from engine.errors import EngineError
 
 log = logging.getLogger("llasa.app")

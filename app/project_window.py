@@ -1,37 +1,40 @@
-"""The narration project window (one top-level window per open project) and the bookkeeping of the
-open ones. Edits go to the window's own NarrationProject (saved at once); narrate and export run on
+"""The narration project window (one top-level window per open project; app/project_windows.py keeps
+the open ones). Edits go to the window's own NarrationProject (saved at once); narrate and export run on
 the engine thread through the bridge, which reads the project from disk, so edits wait for a run."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QGroupBox, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
+    QComboBox, QGroupBox, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
     QPlainTextEdit, QProgressBar, QSplitter, QVBoxLayout, QWidget,
 )
 
 from app.confirm import confirm_stop
-from app.new_project_dialog import NewProjectDialog, ask_export, warn
+from app.new_project_dialog import warn
 from app.placement import place_on_screen
 from app.player import PlayerWidget
 from app.production_tabs import production_tabs
+from app.project_run import ProjectRunMixin
 from app.segment_table import ERRORS_COLUMN, STATUS_TEXT, SegmentTable, score_tip
 from app.voice_library_view import named, named_button, row
-from engine.book.lock import ProjectLock, acquire_lock
+from engine.book.lock import ProjectLock
 from engine.errors import EngineError
 from engine.book.project import PENDING, NarrationProject, Segment
 
 log = logging.getLogger("llasa.app")
+
+
 def format_eta(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
-class ProjectWindow(QMainWindow):
-    """Chapters (checked = selected), the chapter's segments, the selected segment's actions, progress."""
+class ProjectWindow(ProjectRunMixin, QMainWindow):
+    """Chapters (checked = selected), the chapter's segments, the selected segment's actions, progress;
+    narrate and export runs are app.project_run's."""
 
     closed = Signal(object)  # this window, when it closes
 
@@ -277,128 +280,6 @@ class ProjectWindow(QMainWindow):
         self._update_progress()
         self._update_actions()
 
-    # --- narrate and export ---------------------------------------------------------------------
-    @Slot()
-    def narrate(self) -> None:
-        """Render every pending segment of the checked chapters."""
-        if not self.is_running():
-            self._start(None)
-
-    def _start(self, segment_ids: tuple[str, ...] | None) -> None:
-        try:  # one writer per project: refused while a `narrate` command (or another app) renders it
-            self._lock = acquire_lock(self.project.folder)
-        except EngineError as error:
-            self.show_error(str(error))
-            return
-        if self._lock.notice:
-            self.statusBar().showMessage(self._lock.notice, 10_000)
-        self._eta = None
-        self._run_id = self.bridge.narrate(self.project.folder, segment_ids=segment_ids)
-        self.statusBar().showMessage("Narrating…")
-        self.refresh()
-
-    @Slot(object)
-    def start_until_pass(self, segment_ids: tuple[str, ...]) -> None:
-        """Quality mode on just these segments (new takes until one passes), tracked like a narrate run."""
-        if not self.is_running():
-            self._eta = None
-            self._run_id = self.bridge.regenerate_until_passes(self.project.folder, tuple(segment_ids))
-            self.statusBar().showMessage("Regenerating until the takes pass…")
-            self.refresh()
-
-    @Slot()
-    def stop(self) -> None:
-        if self.is_running():
-            self.bridge.cancel(self._run_id)  # only this window's narration: other jobs keep running
-            self.statusBar().showMessage("Stopping…")
-
-    def _release_lock(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-    def _end_run(self, message: str) -> None:
-        self._release_lock()
-        self._run_id, self._rendering, self._eta = None, None, None
-        for _, segment in self.project.segments(list(range(len(self.project.chapters)))):
-            if self.project.status(segment) == PENDING:  # anything the last events did not cover
-                self.project.reload_record(segment)
-        self.refresh()
-        self.statusBar().showMessage(message, 10_000)
-
-    @Slot(object)
-    def _on_progressed(self, event) -> None:
-        if event.request_id != self._run_id:
-            return
-        p = event.progress
-        self._eta = p.eta_s
-        ci_si = self.project.segment(p.segment_id) if p.segment_id else None
-        segment = self.project.chapters[ci_si[0]].segments[ci_si[1]] if ci_si else None
-        if segment is not None and p.status == PENDING and p.segment_id != self._rendering:
-            self._rendering = p.segment_id
-            self.segment_table.update_segment(self.project, segment, rendering=True)
-        elif segment is not None and p.status != PENDING:
-            self._rendering = None
-            self.project.reload_record(segment)
-            for same in self._same_take(segment):  # a repeated sentence is finished with its first copy
-                self._refresh_segment(same)
-            self._show_new_take(segment)
-        self._update_progress()
-
-    def _show_new_take(self, segment: Segment) -> None:
-        """After a take was rendered: the player shows it when it shows (or should show) that segment."""
-        if self._player_segment == segment.id or (
-                self._player_segment is None and segment.id == self.segment_table.selected_id()):
-            record = self.project.record(segment)
-            if record is not None and record.finish_reason != "failed":
-                self.player.set_audio(self.project.load_take(segment))
-                self._player_segment = segment.id
-
-    @Slot(object)
-    def _on_narrated(self, event) -> None:
-        if event.request_id == self._run_id:
-            r = self.last_result = event.result
-            self._end_run(f"Stopped: {r.rendered} segment(s) rendered, finished ones are kept." if r.cancelled
-                          else f"Rendered {r.rendered} segment(s); {r.needs_check} to check, {r.failed} failed.")
-
-    @Slot(object)
-    def _on_cancelled(self, event) -> None:
-        if event.request_id == self._run_id:
-            self._end_run("Stopped.")
-        elif event.request_id == self._export_id:
-            self._export_id = None
-            self._update_actions()
-
-    @Slot(object)
-    def _on_failed(self, event) -> None:
-        if event.request_id is None or event.request_id not in (self._run_id, self._export_id):
-            return
-        if event.request_id == self._run_id:
-            self._end_run("Narration failed.")
-        else:
-            self._export_id = None
-            self._update_actions()
-        self.show_error(event.message)
-
-    @Slot()
-    def choose_export(self) -> None:
-        if (choice := ask_export(self, self.project.title, self.project.folder)) is not None:
-            self.export_to(*choice)
-
-    def export_to(self, dest: str | Path, fmt: str, per_chapter: bool = False, subtitles: tuple[str, ...] = ()) -> str:
-        """Export the checked chapters (and `subtitles` sidecars) on the engine thread; returns the request id."""
-        self._export_id = self.bridge.export_project(self.project.folder, Path(dest), fmt, per_chapter, subtitles)
-        self.statusBar().showMessage("Exporting…")
-        self._update_actions()
-        return self._export_id
-
-    @Slot(object)
-    def _on_exported(self, event) -> None:
-        if event.request_id == self._export_id:
-            self._export_id = None
-            self._update_actions()
-            self.statusBar().showMessage(f"Exported to {event.path}", 10_000)
-
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
         if self.is_running() and not self.confirmed_close and not confirm_stop(
                 self, "Stop narrating?", "The book is being narrated. Closing this window stops it; the segments "
@@ -416,51 +297,3 @@ class ProjectWindow(QMainWindow):
                 pass
         self.closed.emit(self)
         super().closeEvent(event)
-
-
-class ProjectWindows(QObject):
-    """The main window's open project windows: File ▸ New/Open narration project, closed on quit."""
-
-    def __init__(self, main_window, models_ready) -> None:
-        super().__init__(main_window)
-        self._main, self._models_ready = main_window, models_ready
-        self.windows: list[ProjectWindow] = []
-        self.dialog: NewProjectDialog | None = None  # the last New project dialog
-
-    @Slot()
-    def new_project(self) -> NewProjectDialog:
-        m = self._main
-        self.dialog = NewProjectDialog(m.bridge, m.library, m.settings, self._models_ready(), m)
-        self.dialog.created.connect(self.open_folder)
-        self.dialog.open()
-        return self.dialog
-
-    @Slot()
-    def choose_and_open(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self._main, "Open narration project")
-        if folder:
-            self.open_folder(folder)
-
-    @Slot(object)
-    def open_folder(self, folder: str | Path) -> ProjectWindow | None:
-        """Open (or raise) the project window of `folder`; shows why when it is not a project."""
-        folder = Path(folder).resolve()
-        window = next((w for w in self.windows if w.project.folder.resolve() == folder), None)
-        if window is None:
-            try:
-                project = NarrationProject.open(folder)
-            except EngineError as error:
-                self._main.show_error(str(error))
-                return None
-            window = ProjectWindow(self._main.bridge, project, self._main.settings.output_device,
-                                   library=getattr(self._main, "library", None))
-            window.closed.connect(lambda w: w in self.windows and self.windows.remove(w))
-            self.windows.append(window)
-        window.show()
-        window.raise_()
-        window.activateWindow()
-        return window
-
-    def close_all(self) -> None:
-        for window in list(self.windows):
-            window.close()

@@ -1,6 +1,8 @@
 """What the engine thread tells its callers: immutable event dataclasses (engine -> GUI, CLI, server).
 
-Jobs of engine.session and engine.book.jobs emit these; the GUI's bridge re-emits them as Qt signals.
+Every event is defined here, once: the jobs of engine.session and of engine.book.jobs (narration projects)
+emit them; the GUI's bridge re-emits them as Qt signals. The types they carry from higher layers
+(voices, narration results) are imported for annotations only, so this module stays at the bottom layer.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from engine.book.narration import NarrationProgress, NarrationResult
     from engine.speech.synth import Voice
+    from engine.voices import SavedVoice
 
 
 @dataclass(frozen=True)
@@ -83,3 +87,33 @@ class Failed:
 @dataclass(frozen=True)
 class Cancelled:
     request_id: str | None
+
+
+# ---- narration-project events (answers to engine.book.jobs' jobs) ----
+@dataclass(frozen=True)
+class ProjectCreated:
+    request_id: str
+    folder: Path  # the new project's folder
+
+
+@dataclass(frozen=True)
+class VoiceMeasured:
+    request_id: str
+    voice: "SavedVoice"
+    max_tokens: int  # speech tokens per segment for this voice
+    tokens_per_char: float  # its speaking rate
+
+
+@dataclass(frozen=True)
+class NarrationProgressed:
+    """Sent when a run starts, when a segment finishes, and at most every
+    engine.book.jobs.PROGRESS_INTERVAL_S between."""
+
+    request_id: str
+    progress: "NarrationProgress"
+
+
+@dataclass(frozen=True)
+class Narrated:
+    request_id: str
+    result: "NarrationResult"  # result.cancelled: stopped by EngineSession.cancel (finished takes kept)

@@ -6,9 +6,9 @@ engine thread only, so importing this module is cheap. Every job ends with exact
 ModelsLoaded / VoiceEncoded / Generated / Transcribed / Exported, Failed (with a message a user can read) or
 Cancelled (and nothing else after it). Every job carries a request_id (optional for LoadModels) and
 `cancel(request_id)` stops only that job, so one window's Stop never ends another window's job. Transcribe -> Transcribed uses a Whisper kept on this thread
-(engine.book.quality.VerifierModels, shared with quality-mode narration). Narration-project jobs (CreateProject, Narrate, ExportProject
-and their events ProjectCreated, NarrationProgressed, Narrated) live in engine.book.jobs and are
-re-exported here; they load the project's models first when others are loaded.
+(engine.book.quality.VerifierModels, shared with quality-mode narration). Narration-project jobs (CreateProject, Narrate, ExportProject)
+live in engine.book.jobs, their events (ProjectCreated, NarrationProgressed, Narrated) with all the
+others in engine.events; both are re-exported here; they load the project's models first when others are loaded.
 """
 from __future__ import annotations
 
@@ -32,13 +32,12 @@ from engine.errors import (
 )
 from engine.book.quality import VerifierModels
 from engine.verify.scoring import DEFAULT_ASR
-from engine.events import (  # noqa: F401 (re-exported)
-    AudioChunk, Cancelled, Exported, Failed, Generated, ModelsLoaded, Progress, SpeedMeasured, Transcribed,
-    VoiceEncoded,
+from engine.events import (  # noqa: F401 (re-exported: every event the session emits)
+    AudioChunk, Cancelled, Exported, Failed, Generated, ModelsLoaded, Narrated, NarrationProgressed, Progress,
+    ProjectCreated, SpeedMeasured, Transcribed, VoiceEncoded, VoiceMeasured,
 )
-from engine.book.jobs import (  # noqa: F401 (re-exported: the session's job and event types)
-    PROJECT_JOBS, CreateProject, ExportProject, Narrate, Narrated, NarrationProgressed, ProjectCreated,
-    run_project_job,
+from engine.book.jobs import (  # noqa: F401 (re-exported: the session's project jobs)
+    PROJECT_JOBS, CreateProject, ExportProject, Narrate, run_project_job,
 )
 
 if TYPE_CHECKING:

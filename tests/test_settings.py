@@ -10,7 +10,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PySide6.QtCore import QSettings  # noqa: E402
 
-from app.settings import AppSettings, SettingsDialog  # noqa: E402
+from app.settings import AppSettings  # noqa: E402
+from app.settings_dialog import SettingsDialog  # noqa: E402
 from engine.audio import devices  # noqa: E402
 from engine.config import ModelChoice, SamplingParams  # noqa: E402
 

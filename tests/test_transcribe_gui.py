@@ -13,7 +13,8 @@ from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
 from app.bridge import EngineBridge  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
-from app.settings import AppSettings, SettingsDialog  # noqa: E402
+from app.settings import AppSettings  # noqa: E402
+from app.settings_dialog import SettingsDialog  # noqa: E402
 from engine.models.tiny_verifiers import write_tiny_wavlm_sv, write_tiny_whisper  # noqa: E402
 from engine.verify.scoring import DEFAULT_ASR, WhisperASR  # noqa: E402
 from engine.voices import VoiceLibrary  # noqa: E402

@@ -241,9 +241,9 @@ def test_real_recording_through_the_null_sink(null_sink, qtbot, library, speech_
 
 
 def test_recording_stops_by_itself_at_the_limit(null_sink, qtbot, library, monkeypatch):
-    import app.voice_panel as voice_panel
+    import app.clip_audio as clip_audio
 
-    monkeypatch.setattr(voice_panel, "MAX_RECORD_S", 1.0)
+    monkeypatch.setattr(clip_audio, "MAX_RECORD_S", 1.0)
     panel = VoicePanel(library)
     qtbot.addWidget(panel)
     panel.toggle_recording()
@@ -260,7 +260,7 @@ def test_a_new_clip_brings_its_own_name_transcript_and_length(panel, tmp_path, s
     panel.set_transcript(TRANSCRIPT)
     panel.name_edit.setText("Fox")
     whole = panel.waveform.duration_s()  # load_reference keeps the usable stretch of the file
-    from app.voice_panel import _clock
+    from app.clip_audio import _clock
     assert panel.timer_label.text() == f"Clip {_clock(whole)}"  # an imported clip has a length too
     panel.waveform.set_trim_range(0.0, 2.5)
     assert panel.timer_label.text() == f"Clip 0:02 of {_clock(whole)}"

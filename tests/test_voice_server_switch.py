@@ -14,7 +14,8 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.bridge import EngineBridge  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
-from app.settings import AppSettings, SettingsDialog  # noqa: E402
+from app.settings import AppSettings  # noqa: E402
+from app.settings_dialog import SettingsDialog  # noqa: E402
 from app.voice_server import ServerTab, serve_command  # noqa: E402
 from engine.voices import VoiceLibrary  # noqa: E402
 from server_fixtures import WAIT_S, free_port, get_json, make_library  # noqa: E402

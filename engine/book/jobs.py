@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.book.importer import Book
-from engine.events import Exported, Progress
-from engine.book.narration import NarrationProgress, NarrationResult
+from engine.events import Exported, Narrated, NarrationProgressed, Progress, ProjectCreated, VoiceMeasured
+from engine.book.narration import NarrationProgress
 from engine.book.project import PENDING, NarrationProject, NarrationSettings
 from engine.voices import SavedVoice
 
@@ -91,35 +91,6 @@ class MeasureVoice:
     request_id: str
     folder: Path  # the project (its settings choose the model)
     voice: SavedVoice
-
-
-# ---- events (engine -> GUI) ----
-@dataclass(frozen=True)
-class ProjectCreated:
-    request_id: str
-    folder: Path
-
-
-@dataclass(frozen=True)
-class VoiceMeasured:
-    request_id: str
-    voice: SavedVoice
-    max_tokens: int  # speech tokens per segment for this voice
-    tokens_per_char: float  # its speaking rate
-
-
-@dataclass(frozen=True)
-class NarrationProgressed:
-    """Sent when a run starts, when a segment finishes, and at most every PROGRESS_INTERVAL_S between."""
-
-    request_id: str
-    progress: NarrationProgress
-
-
-@dataclass(frozen=True)
-class Narrated:
-    request_id: str
-    result: NarrationResult  # result.cancelled: stopped by EngineSession.cancel (finished takes kept)
 
 
 PROJECT_JOBS = (CreateProject, Narrate, ExportProject, RegenerateUntilPasses, MeasureVoice)
