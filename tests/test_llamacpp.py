@@ -297,3 +297,38 @@ def test_synth_cli_auto_speaks_with_llamacpp_same_bytes_with_play(tiny_models, t
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] and len(outputs[0]) > 44
     assert sorted(p.name for p in (folder / "gguf").iterdir()) == ["llasa-q8_0.gguf"]  # the BF16 step is removed
+
+
+def test_app_session_loads_on_llamacpp_with_conversion_progress_and_auto_falls_back(tiny_models, tmp_path, monkeypatch):
+    """The engine thread's model load: llama.cpp reports its one-time GGUF conversion as "convert" progress
+    and the loaded event says llama.cpp; an "auto" llama.cpp that cannot load the model (a damaged
+    GGUF) runs the LM on PyTorch with a notice instead of failing."""
+    from engine.config import ModelChoice
+    from engine.session import EngineSession, Failed, LoadModels, ModelsLoaded, Progress
+    from engine_events import EventRecorder
+
+    folder = tmp_path / "lm"
+    shutil.copytree(tiny_models["lm"], folder)
+    recorder = EventRecorder((ModelsLoaded, Failed))
+    session = EngineSession(emit=recorder)
+    session.start()
+    try:
+        session.submit(LoadModels(ModelChoice(str(folder), str(tiny_models["codec"]), device="cpu", backend="llamacpp",
+                                              gguf_precision="q8_0"), "a"))
+        loaded = recorder.final()
+        assert isinstance(loaded, ModelsLoaded), loaded
+        assert (loaded.fast_path, loaded.quantization) == ("llama.cpp", "q8_0")
+        converting = [e.done for e in recorder.of("a", Progress) if e.stage == "convert"]
+        assert converting[-1] == 1000 and converting.count(1000) == 2  # the BF16 conversion, then Q8_0
+
+        gguf_path(folder, "q4_k_m").write_bytes(b"GGUF" + os.urandom(64))  # damaged: llama.cpp cannot load it
+        monkeypatch.setenv("LLASA_BACKEND", "llamacpp")  # what "auto" means on a machine without CUDA
+        session.submit(LoadModels(ModelChoice(str(folder), str(tiny_models["codec"]), device="cpu",
+                                              gguf_precision="q4_k_m"), "b"))
+        fallback = recorder.final()
+        assert isinstance(fallback, ModelsLoaded), fallback
+        assert fallback.fast_path == "eager" and fallback.quantization == "fp32"
+        assert any(n.startswith("llama.cpp could not load the model (llama.cpp cannot load") and
+                   n.endswith("running it on PyTorch") for n in fallback.notices)
+    finally:
+        assert session.shutdown(timeout=60)
