@@ -18,6 +18,7 @@ import pytest
 import webvtt
 
 from engine.book.subtitles import Cue, add_word_timings, format_json, format_vtt, tile_cues
+from engine.errors import SettingsError
 from engine.models.tiny_verifiers import write_tiny_whisper
 from engine.verify.word_alignment import align_words, word_spans
 
@@ -58,6 +59,8 @@ def test_whisper_times_every_written_word_in_order_inside_its_clip(asr):
     assert [w.text for w in timed[1]] == ["這", "是", "一", "個", "測", "試。", "我", "們", "走", "吧"]
     with pytest.raises(ValueError, match="one text per clip"):
         word_timings(asr, waves, texts[:2])
+    with pytest.raises(SettingsError, match="Whisper does not know the language 'xx'; use a code such as en or zh."):
+        word_timings(asr, waves[:1], texts[:1], language="xx")
 
 
 def test_a_clip_over_30_s_is_heard_in_pieces_and_their_times_shifted(asr):
@@ -175,7 +178,7 @@ def test_the_cli_refuses_word_timings_it_cannot_write_before_loading_models(tmp_
     assert not (tmp_path / "a.wav").exists() and not (tmp_path / "p").exists()
 
 
-def check_sidecars(audio: Path, texts: list[str]) -> dict:
+def check_sidecars(audio: Path, texts: list[str], vtt: bool = True) -> dict:
     """The JSON and WebVTT sidecars of `audio` carry every word of each cue's text in order, inside the cue."""
     data = json.loads(audio.with_suffix(".timings.json").read_text())
     assert [c["text"] for c in data["cues"]] == texts
@@ -184,8 +187,9 @@ def check_sidecars(audio: Path, texts: list[str]) -> dict:
         assert [w["text"] for w in words] == [cue["text"][a:b] for a, b in word_spans(cue["text"])]
         times = [t for w in words for t in (w["start"], w["end"])]
         assert times == sorted(times) and cue["start"] <= times[0] and times[-1] <= cue["end"]
-    captions = webvtt.read(str(audio.with_suffix(".vtt")))
-    assert [html.unescape(c.text) for c in captions] == texts
+    if vtt:
+        captions = webvtt.read(str(audio.with_suffix(".vtt")))
+        assert [html.unescape(c.text) for c in captions] == texts
     return data
 
 
@@ -194,7 +198,7 @@ def test_narrate_and_synth_write_word_timings_with_the_tiny_models(tmp_path, tin
     """narrate --export ... --word-timings on a narrated project (English and Chinese chapters; the
     project's language goes to Whisper), then synth --word-timings: the sidecars hold every word."""
     from engine.book.importer import Book, Chapter
-    from engine.book.narration import create_project, narrate, segment_budget
+    from engine.book.narration import create_project, export_project, narrate, segment_budget
     from engine.book.plan import NarrationSettings
     from engine.config import ModelChoice
     from engine.speech.synth import Synthesizer
@@ -212,6 +216,15 @@ def test_narrate_and_synth_write_word_timings_with_the_tiny_models(tmp_path, tin
                              codec=str(tiny_models["codec"]), base_seed=3), max_tokens=budget[0], tokens_per_char=budget[1])
     assert narrate(project, synth).rendered >= 2
     texts = [s.text for _, s in project.segments()]
+
+    with pytest.raises(SettingsError, match="Word timings go into the vtt and json subtitles"):
+        export_project(project, tmp_path / "x.wav", "wav", subtitles=("srt",), word_timer=spread)
+    assert not (tmp_path / "x.wav").exists()
+    chapters = export_project(project, tmp_path / "chapters", "wav", per_chapter=True, subtitles=("json",),
+                              word_timer=spread)  # each chapter's file from 0, its words inside its cues
+    assert [p.suffix for p in chapters] == [".wav", ".wav", ".json", ".json"]
+    for wav, chapter in zip(chapters[:2], project.chapters):
+        check_sidecars(wav, [s.text for s in chapter.segments], vtt=False)
 
     out = tmp_path / "book.flac"
     result = main("narrate", project.folder, "--device", "cpu", "--export", "flac", "--out", out, "--subtitles", "vtt,json", "--word-timings", whisper)

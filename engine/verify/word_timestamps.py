@@ -44,9 +44,11 @@ def _decoded_pieces(tokenizer, tokens: Sequence[tuple[int, float, float]]) -> li
     return pieces
 
 
-def heard_words(asr: "WhisperASR", waves: Sequence[np.ndarray], language: str | None = None) -> list[list[TimedWord]]:
+def heard_words(asr: "WhisperASR", waves: Sequence[np.ndarray],
+                language: str | None = None) -> list[list[TimedWord]]:
     """What Whisper hears in each 16 kHz clip, word by word with times in s from the clip's start
-    (offsets index the transcript of the 30 s piece a word is in); ``language`` a Whisper code ("en", "zh") or None to detect it. SettingsError for an unknown language."""
+    (offsets index the transcript of the 30 s piece a word is in); ``language`` a Whisper code ("en",
+    "zh") or None to detect it. SettingsError for an unknown language."""
     import torch
 
     model, tokenizer = asr.model, asr.processor.tokenizer
