@@ -144,6 +144,8 @@ def test_words_are_placed_where_the_take_is_in_the_file_and_written_to_vtt_and_j
         assert entry["words"] == [{"text": w.text, "start": w.start, "end": w.end, "start_s": round(w.start / RATE, 6),
                                    "end_s": round(w.end / RATE, 6)} for w in cue.words]
     assert "words" not in json.loads(format_json(cues, 48000))["cues"][0]  # no word timings asked for
+    (untimed,) = add_word_timings([Cue(0, 16000, "...")], audio, timer)  # asked for, but no word in the text
+    assert json.loads(format_json([untimed], 16000))["cues"][0]["words"] == []
     assert format_vtt([Cue(0, 16000, "a b")]) == "WEBVTT\n\n1\n00:00:00.000 --> 00:00:01.000\na b\n"
 
 

@@ -62,7 +62,7 @@ class Cue:
     segment: str = ""  # segment id ("" for a single take)
     voice: str = ""  # display name of the voice ("" when not known)
     speech: tuple[int, int] | None = None  # [start, end) of the take's own audio (sound + room tone)
-    words: tuple[WordMark, ...] = ()  # the text's words in order, inside [start, end] (add_word_timings)
+    words: tuple[WordMark, ...] | None = None  # the text's words in order, inside [start, end]; None: not timed
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def format_json(cues: Sequence[Cue], total: int, chapters: Sequence[ChapterMark]
 
     def words(c: Cue) -> dict:
         return {"words": [{"text": w.text, "start": w.start, "end": w.end, "start_s": seconds(w.start),
-                           "end_s": seconds(w.end)} for w in c.words]} if c.words else {}
+                           "end_s": seconds(w.end)} for w in c.words]} if c.words is not None else {}
 
     data = {
         "sample_rate": sample_rate, "samples": total, "duration_s": seconds(total),
