@@ -11,8 +11,8 @@ the JSON sidecar keeps exact sample positions and where each take's sound is. nu
 Word timings (``add_word_timings``, when a Whisper model is on disk): Whisper hears each cue's speech
 exactly as it is in the file and its words are mapped back to the cue's text (engine.verify.word_timestamps);
 the JSON sidecar lists them per cue, and the WebVTT file carries them as cue timestamp tags
-(``Hello <00:00:01.250>world``, WebVTT's karaoke form: browsers style spoken and coming words with
-::cue(:past)/::cue(:future), players that ignore the tags show the same sentence cue). SRT has no
+(``Hello <00:00:01.250>world``, the WebVTT standard's karaoke form: web players can style spoken and
+coming words with ::cue(:past)/::cue(:future); players that ignore the tags show the same sentence cue). SRT has no
 such form (a word per cue would replace the sentence on screen), so it keeps one cue per segment.
 """
 from __future__ import annotations
