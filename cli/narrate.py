@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from cli.common import add_backend_arguments, status
-from cli.subtitles import subtitle_formats
+from cli.subtitles import WORD_TIMINGS_HELP, check_word_formats, subtitle_formats, word_timer, word_timings_model
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
 from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
 
@@ -53,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     narrate.add_argument("--out", type=Path, help="export destination: a file, or a folder with --per-chapter")
     narrate.add_argument("--subtitles", help="with --export: also write timing sidecars beside each file, one cue per "
                          "segment: any of srt,vtt,json (comma-separated)")
+    narrate.add_argument("--word-timings", nargs="?", const="", metavar="WHISPER", help=WORD_TIMINGS_HELP.format(
+                         default=f"the project's quality-mode Whisper, else {DEFAULT_ASR}"))
     narrate.set_defaults(run=_run_narrate, interrupted="interrupted: the finished segments are kept; run the same "
                          "command to resume.")
 
@@ -141,6 +143,7 @@ def _narrate(args: argparse.Namespace, held) -> None:
     if args.subtitles is not None and args.export is None:
         raise SettingsError("--subtitles goes with --export FORMAT --out PATH.")
     subtitles = subtitle_formats(args.subtitles)
+    check_word_formats(args.word_timings, subtitles)  # the model is checked once the project's settings are known
     if args.out is not None and not (args.out if args.per_chapter else args.out.parent).is_dir():
         raise SettingsError(f"--out {args.out}: folder does not exist; create it first.")
     if args.text_file is not None:
@@ -179,6 +182,7 @@ def _narrate(args: argparse.Namespace, held) -> None:
         settings = project.settings
         chapters = parse_chapter_spec(args.chapters, len(project.chapters)) if args.chapters else None
     _check_verifiers(settings)  # quality mode's models are on disk: checked before anything is created
+    words_model = word_timings_model(args.word_timings, subtitles, settings.asr or DEFAULT_ASR)
     with tempfile.TemporaryDirectory(prefix="llasa-voice-") as scratch:
         clip, library = None, VoiceLibrary(Path(scratch))  # the narrator, checked before the models load
         saved = library.import_file(args.voice) if creating and args.voice else None
@@ -253,7 +257,11 @@ def _narrate(args: argparse.Namespace, held) -> None:
         from engine.book.narration import export_project
 
         status(f"Exporting {args.export}…")
-        paths = export_project(project, args.out, args.export, per_chapter=args.per_chapter, subtitles=subtitles)
+        from engine.book.quality import whisper_language
+
+        timer = word_timer(words_model, args.device, whisper_language(project.settings.language)) if words_model else None
+        paths = export_project(project, args.out, args.export, per_chapter=args.per_chapter, subtitles=subtitles,
+                               word_timer=timer)
         status(f"Wrote {len(paths)} file(s): {paths[0]}{' …' if len(paths) > 1 else ''}")
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from cli.common import add_backend_arguments, status
-from cli.subtitles import subtitle_formats, write_subtitles
+from cli.subtitles import WORD_TIMINGS_HELP, subtitle_formats, word_timer, word_timings_model, write_subtitles
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
 from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
 
@@ -32,6 +32,8 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens (default 0 = off)")
     synth.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1.0 = off)")
     synth.add_argument("--subtitles", help="also write timing sidecars beside --out: any of srt,vtt,json (comma-separated)")
+    synth.add_argument("--word-timings", nargs="?", const="", metavar="WHISPER",
+                       help=WORD_TIMINGS_HELP.format(default="--asr"))
     synth.add_argument("--play", action="store_true", help="play the speech while it is generated (default output device)")
     synth.add_argument("--candidates", type=int, default=1, help="generate N takes (1-8) in one batch and keep the one the verifiers pick (default 1)")
     synth.add_argument("--asr", default=DEFAULT_ASR, help=f"Whisper model that checks the words of each take, or 'none' (default {DEFAULT_ASR})")
@@ -70,6 +72,7 @@ def _run_synth(args: argparse.Namespace) -> None:
     saved = _library_voice(args) if args.voice is not None else None
     check_output_path(args.out)
     subtitles = subtitle_formats(args.subtitles)
+    words_model = word_timings_model(args.word_timings, subtitles, DEFAULT_ASR if args.asr.lower() == "none" else args.asr)
     if not 1 <= args.candidates <= 8:
         raise SettingsError(f"--candidates must be 1 to 8, got {args.candidates}.")
     if args.candidates > 1 and args.play:
@@ -114,7 +117,7 @@ def _run_synth(args: argparse.Namespace) -> None:
     finally:
         if player:
             player.stop()
-    write_subtitles(args.out, subtitles, result)
+    write_subtitles(args.out, subtitles, result, word_timer(words_model, args.device) if words_model else None)
     if picker is not None:
         picker.write_scores(args.out, text, result)
 

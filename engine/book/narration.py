@@ -34,6 +34,7 @@ from engine.text.plan import segment_cap
 from engine.voices import SavedVoice
 
 if TYPE_CHECKING:
+    from engine.book.subtitles import WordTimer
     from engine.speech.batch import SegmentJob
     from engine.speech.render import Take
     from engine.speech.synth import Synthesizer, Voice
@@ -379,19 +380,23 @@ def export_project(
     project: NarrationProject, dest: Path, fmt: str, *, per_chapter: bool = False,
     chapters: Sequence[int] | None = None, target_lufs: float = -18.0, narrator: str = "",
     on_progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
-    subtitles: Sequence[str] = (),
+    subtitles: Sequence[str] = (), word_timer: "WordTimer | None" = None,
 ) -> list[Path]:
     """Export the chosen takes of `chapters` (default the selected ones) as one book file at `dest`,
     or with `per_chapter` one file per chapter in the folder `dest`. `subtitles` ("srt", "vtt", "json")
     also writes those sidecars beside each file, one cue per segment, times from the assembly
-    (engine.book.subtitles). Returns the files written: the audio, then the sidecars.
+    (engine.book.subtitles); `word_timer` (Whisper) adds word timings to the vtt and json sidecars.
+    Returns the files written: the audio, then the sidecars.
 
     ProjectError when a segment is still pending or failed. Needs-check takes are exported as they are.
     """
     from engine.book.export import BookMetadata, ChapterAudio, export_book, export_chapters
-    from engine.book.subtitles import ChapterMark, check_formats, tile_cues, write_sidecars
+    from engine.book.subtitles import WORD_FORMATS, ChapterMark, add_word_timings, check_formats, tile_cues, write_sidecars
+    from engine.errors import SettingsError
 
     formats = check_formats(subtitles)
+    if word_timer is not None and not set(formats) & set(WORD_FORMATS):
+        raise SettingsError("Word timings go into the vtt and json subtitles: add one of them to the subtitle formats.")
     indices = list(chapters) if chapters is not None else [i for i, c in enumerate(project.chapters) if c.selected]
     if not indices:
         raise ProjectError("No chapters are selected to export; select at least one.")
@@ -430,8 +435,11 @@ def export_project(
     def cues(index: int, offset: int) -> list:
         segments = project.chapters[index].segments
         total, spans = timings[index]
-        return tile_cues(spans, total, [s.text for s in segments], ids=[s.id for s in segments],
+        made = tile_cues(spans, total, [s.text for s in segments], ids=[s.id for s in segments],
                          voices=[project.voice_of(s).name for s in segments], offset=offset)
+        if word_timer is None:
+            return made
+        return add_word_timings(made, chapter_audio(project, index)[0], word_timer, offset=offset)  # the export's join
 
     sidecars: list[Path] = []
     if per_chapter:

@@ -1,13 +1,14 @@
 """Tiny random verifiers on disk in the official layouts, for tests and benchmarks.
 
 ``write_tiny_whisper`` writes what openai/whisper-* repos hold (config.json, model.safetensors,
-generation_config.json, preprocessor_config.json, tokenizer.json + tokenizer_config.json + vocab/
-special-token files) for a WhisperForConditionalGeneration with Whisper's special tokens in their
-real order (<|endoftext|>, <|startoftranscript|>, languages, <|translate|>, <|transcribe|>,
-<|startoflm|>, <|startofprev|>, <|nospeech|>, <|notimestamps|>). ``write_tiny_wavlm_sv`` writes what
-microsoft/wavlm-base-plus-sv holds (config.json, preprocessor_config.json) plus model.safetensors
-for a WavLMForXVector. Random weights: transcripts are gibberish and similarities meaningless by
-design; they exercise every real loading and scoring path in seconds on a CPU.
+generation_config.json with alignment_heads (word timestamps), preprocessor_config.json, tokenizer.json
++ tokenizer_config.json + vocab/special-token files) for a WhisperForConditionalGeneration with
+Whisper's special tokens in their real order (<|endoftext|>, <|startoftranscript|>, languages,
+<|translate|>, <|transcribe|>, <|startoflm|>, <|startofprev|>, <|nospeech|>, <|notimestamps|>).
+``write_tiny_wavlm_sv`` writes what microsoft/wavlm-base-plus-sv holds (config.json,
+preprocessor_config.json) plus model.safetensors for a WavLMForXVector. Random weights: transcripts
+are gibberish and similarities meaningless by design; they exercise every real loading and scoring
+path in seconds on a CPU.
 """
 from __future__ import annotations
 
@@ -86,6 +87,10 @@ def write_tiny_whisper(folder: str | Path, seed: int = 0, **shapes: Any) -> Path
         task_to_id={"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
         no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
         forced_decoder_ids=None,
+        # [layer, head] pairs whose cross-attention follows the audio (word timestamps); the real repos
+        # list chosen ones, here every head of the last half of the decoder layers (openai's default)
+        alignment_heads=[[layer, head] for layer in range(sizes["decoder_layers"] // 2, sizes["decoder_layers"])
+                         for head in range(sizes["decoder_attention_heads"])],
     )
     model.save_pretrained(folder)
     return folder

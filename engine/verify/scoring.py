@@ -4,7 +4,7 @@ and a WavLM x-vector speaker model (cosine similarity to the reference clip), as
 Error rates use our own Levenshtein distance on text normalized the same way on both sides
 (``normalize_for_scoring``). Which rate ranks a take: CER when the intended text contains a Chinese
 or Japanese character (Han, Hiragana, Katakana; these scripts do not separate words by spaces),
-WER otherwise. Ranking (``rank``): lowest error rate first; takes whose error rates are within
+WER otherwise; Chinese is compared in one script (``transcript_scores``). Ranking (``rank``): lowest error rate first; takes whose error rates are within
 ``TIE_TOLERANCE`` of the best remaining one tie, and the tie goes to the higher speaker similarity.
 Extra scorers plug in behind the ``Scorer`` protocol; their values are reported, not ranked.
 Models load from a local folder or an already-downloaded hub id; nothing is downloaded here.
@@ -23,6 +23,7 @@ import numpy as np
 
 from engine.errors import ModelFormatError, SettingsError
 from engine.text.pipeline import normalize
+from engine.verify.chinese_script import fold_script, is_chinese, match_script
 
 DEFAULT_ASR = "openai/whisper-small"  # multilingual, 244 M parameters
 LARGE_ASR = "openai/whisper-large-v3-turbo"  # multilingual, 809 M parameters: better on hard text
@@ -93,6 +94,18 @@ def char_errors(reference: str, hypothesis: str) -> ErrorCounts:
     """Character edit counts after normalize_for_scoring on both sides, spaces removed."""
     ref, hyp = (normalize_for_scoring(t).replace(" ", "") for t in (reference, hypothesis))
     return edit_counts(ref, hyp)
+
+
+def transcript_scores(text: str, transcript: str, language: str | None = None) -> dict[str, Any]:
+    """Scores fields for one transcript of `text` heard in `language` (Whisper code): the transcript
+    written in the script the text uses (traditional or simplified Chinese, engine.verify.chinese_script),
+    WER, CER and the metric that ranks. Chinese is compared with both sides folded into one script, so
+    a take is not charged for the script Whisper writes in."""
+    transcript = match_script(transcript, text, language)
+    same = is_chinese(text, language)
+    ref, hyp = (fold_script(text), fold_script(transcript)) if same else (text, transcript)
+    return {"transcript": transcript, "wer": word_errors(ref, hyp).rate, "cer": char_errors(ref, hyp).rate,
+            "metric": "cer" if is_cjk(text) else "wer"}
 
 
 # ---------------------------------------------------------------- scores and ranking
@@ -260,10 +273,8 @@ class WhisperASR:
               language: str | None = None) -> list[dict[str, Any]]:
         """Transcribe the takes in ``language`` (a Whisper code such as "ja"; None: "zh" for Chinese or
         Japanese characters, else "en") and compare with ``text``."""
-        transcripts = self.transcribe_batch(audio, language=language or ("zh" if is_cjk(text) else "en"))
-        metric = "cer" if is_cjk(text) else "wer"
-        return [{"transcript": t, "wer": word_errors(text, t).rate, "cer": char_errors(text, t).rate, "metric": metric}
-                for t in transcripts]
+        language = language or ("zh" if is_cjk(text) else "en")
+        return [transcript_scores(text, t, language) for t in self.transcribe_batch(audio, language=language)]
 
 
 class SpeakerVerifier:
