@@ -95,7 +95,7 @@ def test_conversion_keeps_every_token_id_and_the_stop(cpp_lm, lm_folder):
     assert cpp_lm.path == gguf_path(lm_folder, "f32") and not list(cpp_lm.path.parent.glob("*.part"))
 
 
-def test_greedy_codes_equal_the_torch_decoder(cpp_lm, torch_lm):
+def test_greedy_codes_equal_the_torch_decoder(cpp_lm, torch_lm, lm_folder):
     prompts = make_prompts(cpp_lm)
     torch_decoder = FastDecoder(torch_lm, max_batch=3, max_length=512)
     cpp_decoder = cpp_lm.decoder(max_batch=3, max_length=512)
@@ -105,6 +105,8 @@ def test_greedy_codes_equal_the_torch_decoder(cpp_lm, torch_lm):
         assert [run(cpp_decoder, [p], params, 40)[0][0] for p in prompts] == expected[0]  # one at a time
     mixed = [prompts[0], prompts[1][:-5], prompts[0]]  # rows of different lengths and a repeated prompt
     assert run(cpp_decoder, mixed, GREEDY, 20)[0] == [run(torch_decoder, [p], GREEDY, 20)[0][0] for p in mixed]
+    f16 = load_llamacpp_lm(lm_folder, "f16", threads=1).decoder(max_batch=3, max_length=512)  # the F16 file
+    assert run(f16, prompts, GREEDY, 40) == run(torch_decoder, prompts, GREEDY, 40)
 
 
 def test_sampling_is_reproducible_and_cancel_stops_within_one_token(cpp_lm):
