@@ -1,28 +1,27 @@
 """Model setup: pick the Llasa size and quantization, download (with consent) or use local folders.
 
 The same dialog serves the first run (ModelsDialog(first_run=True)) and the Models menu. Downloads run
-in a worker object on a QThread with real byte progress; cancelling keeps the partial files, so
-downloading again resumes. When the hub is unreachable the dialog says so and offers a local folder.
+in a worker object on a QThread with real byte progress (app.model_download); cancelling keeps the
+partial files, so downloading again resumes. When the hub is unreachable the dialog says so and offers
+a local folder.
 """
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import Qt, QThread, Slot
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QGroupBox, QHBoxLayout,
     QLabel, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
 )
 
+from app.model_download import DownloadWorker, ModelDownload, human_bytes
 from engine.models import downloads
 from engine.config import ModelChoice
-from engine.errors import CancelledError, EngineError, HubUnreachableError
+from engine.errors import EngineError
 from engine.lm.gguf import estimated_size
 from engine.models.resolve import check_codec_folder, check_lm_folder
-
-log = logging.getLogger("llasa.app")
 
 QUANTIZATION_NOTES = {  # what each choice costs and gives (GPU memory for the 1B / 8B LM)
     None: "Automatic: 4bit on a CUDA GPU, fp32 on the CPU.",
@@ -37,56 +36,8 @@ BACKEND_LABELS = {"auto": "Automatic (llama.cpp without an NVIDIA GPU, if instal
 GGUF_LABELS = {"q8_0": "Q8_0 (default)", "q4_k_m": "Q4_K_M (fastest)", "bf16": "BF16 (exact)"}
 
 
-def human_bytes(n: int) -> str:
-    """'3.4 GB' style size (decimal units, as download sites show them)."""
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit in ("B", "kB") else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
 
-
-class DownloadWorker(QObject):
-    """Downloads repos one after another on its own thread; reports summed byte progress."""
-
-    progress = Signal(object, object)  # (done bytes, total bytes) over all repos; int may exceed 2**31
-    finished = Signal()
-    failed = Signal(str, bool)  # (message, hub unreachable)
-    cancelled = Signal()
-
-    def __init__(self, repos: list[tuple[str, int]], cancel: threading.Event) -> None:
-        super().__init__()
-        self._repos = repos  # (repo id, expected bytes)
-        self._cancel = cancel
-
-    @Slot()
-    def run(self) -> None:
-        totals = {repo: size for repo, size in self._repos}
-        done = dict.fromkeys(totals, 0)
-
-        try:
-            for repo, _ in self._repos:
-                def on_progress(d: int, t: int, repo: str = repo) -> None:
-                    done[repo], totals[repo] = d, (t or totals[repo])
-                    self.progress.emit(sum(done.values()), sum(totals.values()))
-
-                downloads.download(repo, on_progress=on_progress, cancel=self._cancel)
-                done[repo] = totals[repo]
-        except CancelledError:
-            self.cancelled.emit()
-        except HubUnreachableError as error:
-            self.failed.emit(str(error), True)
-        except EngineError as error:
-            self.failed.emit(str(error), False)
-        except Exception as error:  # a bug: log it, keep the dialog alive
-            log.exception("download failed")
-            self.failed.emit(f"Unexpected error while downloading ({error}); details are in the log.", False)
-        else:
-            self.finished.emit()
-
-
-class ModelsDialog(QDialog):
+class ModelsDialog(ModelDownload, QDialog):
     """Choose models; accepted means chosen_lm()/chosen_codec() are on disk (repo ids in the cache or folders)."""
 
     def __init__(
@@ -330,9 +281,6 @@ class ModelsDialog(QDialog):
         optional = {e.repo_id for e in downloads.VERIFIER_CATALOG}
         return [m for m in self._missing() if m[0] not in optional]
 
-    def is_downloading(self) -> bool:
-        return self._thread is not None
-
     @Slot()
     def refresh(self) -> None:
         """Update the installed status of every entry and the enabled buttons."""
@@ -422,71 +370,7 @@ class ModelsDialog(QDialog):
         radio.setVisible(True)
         radio.setChecked(True)
 
-    # --- downloading ----------------------------------------------------------------------------
-    @Slot()
-    def start_download(self) -> None:
-        """Download what the chosen models still need, off the GUI thread."""
-        missing = self._missing()
-        if not missing or not self.consent_box.isChecked() or self.is_downloading():
-            return
-        self._cancel = threading.Event()
-        self._thread = QThread(self)
-        self._worker = DownloadWorker(missing, self._cancel)
-        self._worker.moveToThread(self._thread)
-        self._thread.started.connect(self._worker.run)
-        self._worker.progress.connect(self._on_progress)
-        self._worker.finished.connect(lambda: self._on_done("Download complete."))
-        self._worker.cancelled.connect(self._on_cancelled)
-        self._worker.failed.connect(self._on_failed)
-        for signal in (self._worker.finished, self._worker.cancelled, self._worker.failed):
-            signal.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)  # even while GUI waits
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("Starting…")
-        self.progress_bar.show()
-        self.cancel_download_button.show()
-        self.status_label.setText("Downloading " + ", ".join(repo for repo, _ in missing) + "…")
-        self._thread.start()
-        self.refresh()
-
-    @Slot()
-    def cancel_download(self) -> None:
-        self._cancel.set()
-
-    @Slot(object, object)
-    def _on_progress(self, done: int, total: int) -> None:
-        self.progress_bar.setValue(int(1000 * done / total) if total else 0)
-        self.progress_bar.setFormat(f"{human_bytes(done)} of {human_bytes(total)}")
-
-    def _on_failed(self, message: str, unreachable: bool) -> None:
-        self.progress_bar.hide()  # a bar left on "Starting…" would say it is still trying
-        if unreachable:
-            message = (
-                f"{message}\nCannot download now. If you already have the model folders, "
-                "click “Use a local folder…”."
-            )
-        self._on_done(message)
-        if unreachable:
-            self.local_button.setFocus()
-
-    def _on_cancelled(self) -> None:
-        self.progress_bar.setFormat("Cancelled at %p%")
-        self._on_done("Download cancelled; Download again to resume.")
-
-    def _on_done(self, message: str) -> None:
-        thread, self._thread, self._worker = self._thread, None, None
-        if thread is not None:
-            thread.quit()
-            thread.wait(5000)
-        self.cancel_download_button.hide()
-        self.status_label.setText(message)
-        self.refresh()
-
-    def _stop_download(self) -> None:
-        if self._thread is not None:
-            self._cancel.set()
-            if not self._thread.wait(10_000):
-                log.warning("download thread did not stop within 10 s")
-
+    # --- closing --------------------------------------------------------------------------------
     def reject(self) -> None:  # Esc / Cancel / closing the window stop a running download
         self._stop_download()
         super().reject()

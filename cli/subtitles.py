@@ -1,5 +1,5 @@
 """`--subtitles srt,vtt,json` and `--word-timings [WHISPER]`: the options' parsing and checks, and the
-sidecars of one take, for `synth` (`narrate` passes the same to engine.book.narration.export_project)."""
+sidecars of one take, for `synth` (`narrate` passes the same to engine.book.project_export.export_project)."""
 from __future__ import annotations
 
 from pathlib import Path

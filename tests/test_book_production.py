@@ -16,9 +16,10 @@ import srt
 import webvtt
 
 from engine.book.importer import Book, Chapter
-from engine.book.narration import chapter_audio, create_project, export_project, narrate, segment_budget
+from engine.book.narration import create_project, narrate, segment_budget
 from engine.book.plan import NarrationSettings
 from engine.book.project import NarrationProject
+from engine.book.project_export import chapter_audio, export_project
 from engine.config import ModelChoice
 from engine.text.pronunciation import PronunciationRule
 from engine.voices import VoiceLibrary

@@ -66,7 +66,7 @@ def test_a_cover_link_out_of_the_project_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_take_becomes_pending_on_open_and_export_refuses_cleanly(tmp_path, damage):
-    from engine.book.narration import export_project
+    from engine.book.project_export import export_project
     from engine.book.project import DONE, PENDING, NarrationProject
     from engine.errors import ProjectError
 

@@ -12,9 +12,10 @@ from engine.book.importer import Book, Chapter
 from engine.config import ModelChoice, SamplingParams
 from engine.errors import ProjectError, TextTooLongError
 from engine.book.narration import (
-    DONE, FAILED, NEEDS_CHECK, PENDING, RenderedTake, create_project, export_project, narrate, parse_chapter_spec,
+    DONE, FAILED, NEEDS_CHECK, PENDING, RenderedTake, create_project, narrate, parse_chapter_spec,
     TakeJob, plan_segments, segment_budget, segment_cap, synthesize_take,
 )
+from engine.book.project_export import export_project
 from engine.book.project import NarrationProject, NarrationSettings
 from engine.text.pipeline import normalize
 from engine.voices import VoiceLibrary

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from engine.book.importer import Book, Chapter
-from engine.book.narration import TakeJob, chapter_audio, create_project, render_segment
+from engine.book.narration import TakeJob, create_project, render_segment
 from engine.book.plan import NarrationSettings
 from engine.book.project import DONE, PENDING, NarrationProject, TakeRecord
+from engine.book.project_export import chapter_audio
 from engine.errors import SettingsError
 from engine.text.pronunciation import PronunciationRule
 from engine.voices import VoiceLibrary

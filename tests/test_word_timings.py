@@ -200,7 +200,8 @@ def test_narrate_and_synth_write_word_timings_with_the_tiny_models(tmp_path, tin
     """narrate --export ... --word-timings on a narrated project (English and Chinese chapters; the
     project's language goes to Whisper), then synth --word-timings: the sidecars hold every word."""
     from engine.book.importer import Book, Chapter
-    from engine.book.narration import create_project, export_project, narrate, segment_budget
+    from engine.book.narration import create_project, narrate, segment_budget
+    from engine.book.project_export import export_project
     from engine.book.plan import NarrationSettings
     from engine.config import ModelChoice
     from engine.speech.synth import Synthesizer

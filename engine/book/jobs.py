@@ -59,7 +59,7 @@ class Narrate:
 
 @dataclass(frozen=True)
 class ExportProject:
-    """Export the selected chapters' chosen takes (engine.book.narration.export_project): one file at
+    """Export the selected chapters' chosen takes (engine.book.project_export.export_project): one file at
     `dest`, or with `per_chapter` one file per chapter in the folder `dest`. Progress(stage "export")
     events, then Exported(request_id, dest)."""
 
@@ -123,7 +123,7 @@ def run_project_job(job: object, models_for: ModelsFor, emit: Callable[[object],
                          cancel=cancel, batch=job.batch, **({"render": render} if render is not None else {}))
         emit(Narrated(job.request_id, result))
     elif isinstance(job, ExportProject):
-        from engine.book.narration import export_project
+        from engine.book.project_export import export_project
 
         project = NarrationProject.open(Path(job.folder))
         export_project(project, Path(job.dest), job.fmt, per_chapter=job.per_chapter, cancel=cancel,
