@@ -254,7 +254,7 @@ def _narrate(args: argparse.Namespace, held) -> None:
             ids = [s.id for _, s in project.segments() if project.status(s) == what.split()[0]]
             status(f"warning: {count} segment(s) {what}: {', '.join(ids[:10])}{' …' if count > 10 else ''}")
     if args.export:
-        from engine.book.narration import export_project
+        from engine.book.project_export import export_project
 
         status(f"Exporting {args.export}…")
         from engine.book.quality import whisper_language

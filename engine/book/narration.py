@@ -6,7 +6,7 @@ as it is finished, so a crash or cancel loses at most the segment being rendered
 `narrate` again resumes there. The per-segment render is a plain callable (`SegmentRenderer`): the
 default speaks the segment once with Synthesizer.synthesize; the best-of-N renderer with quality scores
 (engine.book.quality.best_of_renderer, a project's quality mode) plugs in the same way. torch is only imported when rendering starts.
-Exporting the book is engine.book.project_export (export_project and chapter_audio are re-exported here).
+Exporting the book is engine.book.project_export.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from engine.book.project import (
     DONE, FAILED, NEEDS_CHECK, PENDING, NarrationProject, NarrationSettings, ProjectChapter, Runtime, Segment,
     TakeRecord,
 )
-from engine.book.project_export import chapter_audio, export_project  # re-exported: their former home
 from engine.text.pipeline import estimate_tokens
 from engine.text.plan import segment_cap
 from engine.voices import SavedVoice
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DONE", "FAILED", "NEEDS_CHECK", "PENDING", "NarrationProgress", "NarrationResult", "RenderedTake",
-    "SegmentRenderer", "TakeJob", "TakeSource", "chapter_audio", "create_project", "export_project",
+    "SegmentRenderer", "TakeJob", "TakeSource", "create_project",
     "local_source", "narrate", "parse_chapter_spec", "plan_segments", "render_segment", "segment_budget",
     "segment_cap", "store_take", "synthesize_take",
 ]
