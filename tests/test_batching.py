@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
 from engine.audio.clip import load_reference
 from engine.config import ModelChoice, SamplingParams
@@ -96,3 +97,21 @@ def test_jobs_are_pulled_lazily_and_a_cancel_stops_at_a_chunk_boundary(synthesiz
     too_long = DecodeJob(0, ps[0], 0, 512)
     with pytest.raises(SettingsError, match="must fit"):
         list(BatchScheduler(decoder, SAMPLED).run([too_long]))
+
+
+def test_rows_weight_is_the_linear_product_for_any_row_count():
+    """The decode step's CPU product for 2-16 rows (a batched product, faster than BLAS's GEMM there)
+    equals F.linear to float32 rounding, for 2-D and 3-D inputs and outside its range."""
+    import torch.nn.functional as F
+
+    from engine.lm.decoder import rows_linear, rows_weight
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 64, generator=g)
+    for rows in (1, 2, 5, 16, 17):
+        x = torch.randn(rows, 1, 64, generator=g)
+        torch.testing.assert_close(rows_weight(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(rows_weight(x[:, 0], weight), F.linear(x[:, 0], weight), rtol=1e-5, atol=1e-5)
+    biased = torch.nn.Linear(64, 96)  # not a plain bias-free Linear: the module itself runs
+    x = torch.randn(4, 64, generator=g)
+    torch.testing.assert_close(rows_linear(x, biased), biased(x))
