@@ -172,10 +172,16 @@ def test_generate_speaks_with_the_clip_on_screen(qtbot, window, tmp_path, speech
     # Stop while an edited clip is being encoded: no take is started after the encoding
     panel.waveform.set_trim_range(0.0, clip_s - 1.0)
     takes = len(w.history.takes)
-    with qtbot.waitSignal(w.bridge.voice_encoded, timeout=WAIT_MS):
-        w.generate()
-        assert w.is_generating() and w._clip_encode_id is not None
-        qtbot.mouseClick(w.stop_button, Qt.MouseButton.LeftButton)
+    ended = []  # the encoding ends encoded, or cancelled when Stop came before the engine thread took it up
+    w.bridge.voice_encoded.connect(ended.append)
+    w.bridge.cancelled.connect(ended.append)
+    w.generate()
+    encode_id = w._clip_encode_id
+    assert w.is_generating() and encode_id is not None
+    qtbot.mouseClick(w.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: any(e.request_id == encode_id for e in ended), timeout=WAIT_MS)
+    w.bridge.voice_encoded.disconnect(ended.append)
+    w.bridge.cancelled.disconnect(ended.append)
     assert not w.is_generating() and len(w.history.takes) == takes
 
     # the random voice is an explicit choice: the editor is empty
