@@ -99,19 +99,23 @@ def test_jobs_are_pulled_lazily_and_a_cancel_stops_at_a_chunk_boundary(synthesiz
         list(BatchScheduler(decoder, SAMPLED).run([too_long]))
 
 
-def test_rows_weight_is_the_linear_product_for_any_row_count():
-    """The decode step's CPU product for 2-16 rows (a batched product, faster than BLAS's GEMM there)
-    equals F.linear to float32 rounding, for 2-D and 3-D inputs and outside its range."""
+def test_cpu_products_are_the_linear_product_for_any_row_count():
+    """Every CPU product the decoder may use (oneDNN's linear, the batched product, whichever rows_weight
+    picks) equals F.linear to float32 rounding, for 2-D and 3-D inputs; oneDNN passes its check here."""
     import torch.nn.functional as F
 
-    from engine.lm.decoder import rows_linear, rows_weight
+    from engine.lm import cpu_linear
+    from engine.lm.cpu_linear import rows_linear, rows_weight
 
+    assert cpu_linear.onednn_linear_works()  # torch's CPU wheels ship oneDNN: the fast product is in use
     g = torch.Generator().manual_seed(0)
     weight = torch.randn(96, 64, generator=g)
-    for rows in (1, 2, 5, 16, 17):
+    for rows in (1, 2, 5, 16, 17, 48):
         x = torch.randn(rows, 1, 64, generator=g)
-        torch.testing.assert_close(rows_weight(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(rows_weight(x[:, 0], weight), F.linear(x[:, 0], weight), rtol=1e-5, atol=1e-5)
+        for product in (rows_weight, cpu_linear._onednn, cpu_linear._batched):
+            torch.testing.assert_close(product(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(product(x[:, 0], weight), F.linear(x[:, 0], weight), rtol=1e-5, atol=1e-5)
+        assert cpu_linear._batched(x, weight).transpose(0, 1)[0].stride()[-1] == 1
     biased = torch.nn.Linear(64, 96)  # not a plain bias-free Linear: the module itself runs
     x = torch.randn(4, 64, generator=g)
     torch.testing.assert_close(rows_linear(x, biased), biased(x))

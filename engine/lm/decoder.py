@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from engine.config import SamplingParams
 from engine.errors import SettingsError
+from engine.lm.cpu_linear import rows_linear, rows_weight
 from engine.lm.loading import LlasaLM, make_generator
 from engine.lm.sampling import apply_top_k, apply_top_p
 
@@ -96,17 +97,17 @@ class FastDecoder:
         for layer, (k_cache, v_cache) in zip(inner.layers, self._kv):
             a = layer.self_attn
             h = layer.input_layernorm(x)
-            q = a.q_proj(h).view(b, n, -1, a.head_dim).transpose(1, 2)
-            k = a.k_proj(h).view(b, n, -1, a.head_dim).transpose(1, 2)
-            v = a.v_proj(h).view(b, n, -1, a.head_dim).transpose(1, 2)
+            q = rows_linear(h, a.q_proj).view(b, n, -1, a.head_dim).transpose(1, 2)
+            k = rows_linear(h, a.k_proj).view(b, n, -1, a.head_dim).transpose(1, 2)
+            v = rows_linear(h, a.v_proj).view(b, n, -1, a.head_dim).transpose(1, 2)
             q, k = self._rope(q, k, cos, sin)
             kc, vc = k_cache[row : row + b], v_cache[row : row + b]
             kc.index_copy_(2, pos, k)
             vc.index_copy_(2, pos, v)
             o = F.scaled_dot_product_attention(q, kc[:, :, :used], vc[:, :, :used], attn_mask=mask, scale=a.scaling,
                                                enable_gqa=True)
-            x = x + a.o_proj(o.transpose(1, 2).reshape(b, n, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + rows_linear(o.transpose(1, 2).reshape(b, n, -1), a.o_proj)
+            x = x + _mlp(layer.mlp, layer.post_attention_layernorm(x))
         return inner.norm(x[:, -1])
 
     def _used(self, pos: torch.Tensor) -> int:
@@ -143,8 +144,7 @@ class FastDecoder:
                 q, k_cache[:b, :, :used], v_cache[:b, :, :used], attn_mask=mask, scale=a.scaling, enable_gqa=True
             )
             x = x + rows_linear(o.transpose(1, 2).reshape(b, 1, -1), a.o_proj)
-            m, h = layer.mlp, layer.post_attention_layernorm(x)
-            x = x + rows_linear(m.act_fn(rows_linear(h, m.gate_proj)) * rows_linear(h, m.up_proj), m.down_proj)
+            x = x + _mlp(layer.mlp, layer.post_attention_layernorm(x))
         return inner.norm(x[:, -1])
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -391,23 +391,6 @@ def check_row(row: int, prompt: Sequence[int], max_batch: int, max_length: int) 
         raise SettingsError(f"Row {row} needs a prompt of 1 to {max_length - 1} tokens (max_batch {max_batch}).")
 
 
-def rows_linear(x: torch.Tensor, layer: torch.nn.Module) -> torch.Tensor:
-    """``layer(x)`` for a decode step; a plain bias-free CPU Linear goes through rows_weight."""
-    if type(layer) is torch.nn.Linear and layer.bias is None:
-        return rows_weight(x, layer.weight)
-    return layer(x)
-
-
-def rows_weight(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x [..., in] @ weight.T for the few rows of a decode step.
-
-    On the CPU, BLAS's matrix product for 2-16 rows costs up to 3x its matrix-vector product (MKL on
-    an AMD EPYC: 22 ms for 4 rows x a 2048x8192 weight vs 7 ms for one), which ate the gain of
-    batching; a batched product of the weight with the rows as columns reads the weight once at
-    about matrix-vector speed (7 ms for 4 rows, 11 ms for 8). One row, or the GPU: F.linear.
-    """
-    rows = x.reshape(-1, x.shape[-1])
-    if x.device.type != "cpu" or not 2 <= rows.shape[0] <= 16:
-        return F.linear(x, weight)
-    out = torch.bmm(weight.unsqueeze(0), rows.t().unsqueeze(0))[0].t()
-    return out.reshape(*x.shape[:-1], weight.shape[0])
+def _mlp(m: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The Llama MLP (down(act(gate(h)) * up(h))) through rows_linear."""
+    return rows_linear(m.act_fn(rows_linear(h, m.gate_proj)) * rows_linear(h, m.up_proj), m.down_proj)
