@@ -1,11 +1,12 @@
 """The fastest float32 product of a few rows with a Linear weight on the CPU, checked once against F.linear.
 
-Measured on a 2-core AMD EPYC VM (torch 2.13 CPU, MKL), 8192x2048 weight: F.linear costs 6.5 ms for one
-row (GEMV) but 30 ms for 8 rows (MKL's GEMM for a few rows is 3-5x its GEMV); a batched product reads
-the weight once (11.6 ms for 8 rows); oneDNN's linear on the plain weight (the kernel torch.compile
-uses on CPUs) 4.3 ms for one row, 8.7 ms for 8, and 18.6 ms instead of 47 ms for a 48-token prefill.
-oneDNN is reached through a private torch op, so it is compared with F.linear once per process; if it
-is missing or differs, the batched product (2-16 rows) and F.linear are used and a warning is logged.
+Measured on a 2-core AMD EPYC VM (torch 2.13 CPU, MKL), 8192x2048 weight: F.linear costs 6.5 ms for
+one row (GEMV) but 30 ms for 8 rows (MKL's GEMM for a few rows is 3-5x its GEMV); a batched product
+reads the weight once (11.6 ms for 8 rows); oneDNN's linear on the plain weight 4.3 ms for one row,
+8.7 ms for 8, and 18.6 ms instead of 47 ms for a 48-token prefill. oneDNN is reached through a
+private torch op (one torch.compile's CPU backend emits), so it is compared with F.linear once per
+process; if it is missing or differs, the batched product (2-16 rows) and F.linear are used and a
+warning is logged.
 """
 from __future__ import annotations
 
