@@ -60,6 +60,8 @@ class ProjectWindow(ProjectRunMixin, QMainWindow):
         for signal, slot in self._bridge_slots():
             signal.connect(slot)
         self.refresh()
+        if project.notices:  # what opening repaired (a damaged take is pending again): say so once
+            self.show_error("Opening this project found:\n" + "\n".join(f"• {n}" for n in project.notices))
 
     def _build(self, output_device: int | None) -> None:
         self.chapter_list = named(QListWidget(), "Chapters", "Checked chapters are narrated and exported")

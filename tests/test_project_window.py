@@ -317,3 +317,24 @@ def test_repeated_sentences_placement_errors_column_regenerate_and_closing(qtbot
         answer_next_question("Stop and close")
         window.close()
     assert window not in main.projects.windows
+
+
+def test_opening_a_project_with_a_damaged_take_says_so_in_its_window(qtbot, main, tmp_path):
+    """What opening repaired reaches the user: the damaged take is named in a box and the status bar,
+    and the segment is pending again in the table."""
+    from hostile import DAMAGE, project_with_takes
+
+    from engine.book.project import PENDING
+
+    folder = project_with_takes(tmp_path)
+    project = NarrationProject.open(folder)
+    first, second = [s for _, s in project.segments()]
+    DAMAGE["garbage"](project.take_path(second))
+    window = main.projects.open_folder(folder)
+    qtbot.addWidget(window)
+    text = window.last_message.text()
+    assert text.startswith("Opening this project found:") and project.take_path(second).name in text
+    assert "damaged" in text and "rendered again" in text
+    assert "damaged" in window.statusBar().currentMessage()
+    assert window.project.status(second) == PENDING and window.project.status(first) != PENDING
+    assert main.projects.open_folder(folder) is window and window.last_message.text() == text  # raised, not told twice
