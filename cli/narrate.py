@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import add_backend_arguments, status
+from cli.common import add_backend_arguments, ctrl_c_cancels, status
 from cli.subtitles import WORD_TIMINGS_HELP, check_word_formats, subtitle_formats, word_timer, word_timings_model
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
 from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
@@ -231,9 +231,11 @@ def _narrate(args: argparse.Namespace, held) -> None:
         render = VerifierModels().renderer(project, args.device)
     progress = _NarrationProgressLine()
     try:
-        with out_of_memory_as_error("narrating"):
-            result = narrate(project, synthesizer, on_progress=progress, batch=args.batch, source=source,
-                             **({"render": render} if render else {}))
+        with ctrl_c_cancels() as cancel, out_of_memory_as_error("narrating"):
+            result = narrate(project, synthesizer, on_progress=progress, cancel=cancel, batch=args.batch,
+                             source=source, **({"render": render} if render else {}))
+        if result.cancelled:
+            raise KeyboardInterrupt
     except EngineError as error:  # out of memory, a full disk: what is finished stays, the same command resumes
         progress.end()
         raise type(error)(f"{error} The finished segments are kept in {args.project}; run the same command to "

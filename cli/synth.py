@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import add_backend_arguments, status
+from cli.common import add_backend_arguments, ctrl_c_cancels, status
 from cli.subtitles import WORD_TIMINGS_HELP, subtitle_formats, word_timer, word_timings_model, write_subtitles
 from engine.config import DEFAULT_CODEC, DEFAULT_LM, DEVICES, QUANTIZATIONS
 from engine.verify.scoring import DEFAULT_ASR, DEFAULT_SPEAKER
@@ -105,18 +105,16 @@ def _run_synth(args: argparse.Namespace) -> None:
     if voice is None:
         status("No reference clip: the model picks a random voice.")
     picker = _best_of_picker(args, synthesizer, voice, clip) if args.candidates > 1 else None
-    try:
-        if player:
-            player.start()
-            status("Generating and playing…")
-        with out_of_memory_as_error("generating speech"):
-            result = _render_to_file(args, synthesizer, text, voice, params, player, picker)
-        if player:
-            player.finish()
-            player.wait()
-    finally:
-        if player:
-            player.stop()
+    with ctrl_c_cancels() as cancel:
+        try:
+            if player:
+                player.start()
+                status("Generating and playing…")
+            with out_of_memory_as_error("generating speech"):
+                result = _render_to_file(args, synthesizer, text, voice, params, player, picker, cancel)
+        finally:
+            if player:
+                player.stop()
     write_subtitles(args.out, subtitles, result, word_timer(words_model, args.device) if words_model else None)
     if picker is not None:
         picker.write_scores(args.out, text, result)
@@ -130,11 +128,13 @@ def _library_voice(args: argparse.Namespace):
     return VoiceLibrary(args.voices or default_voices_folder()).find(args.voice)
 
 
-def _render_to_file(args, synthesizer, text, voice, params, player, picker):
-    """Speak `text` through the render path, writing the joined takes to --out as they become final."""
-    import threading
+def _render_to_file(args, synthesizer, text, voice, params, player, picker, cancel):
+    """Speak `text` through the render path, writing the joined takes to --out as they become final.
 
+    With --play the file is kept only once playback has ended: Ctrl+C while it plays out writes nothing.
+    """
     from engine.audio.clip import AudioWriter
+    from engine.errors import CancelledError
     from engine.speech.render import RenderProgress, render
 
     def progress(p: RenderProgress) -> None:
@@ -144,12 +144,17 @@ def _render_to_file(args, synthesizer, text, voice, params, player, picker):
 
     with AudioWriter(args.out) as writer:
         result = render(synthesizer, text, voice, params, candidates=args.candidates, pick=picker,
-                        cancel=threading.Event(), on_progress=progress, on_audio=player.feed if player else None,
+                        cancel=cancel, on_progress=progress, on_audio=player.feed if player else None,
                         sink=writer.write)
         if sys.stderr.isatty():
             print(file=sys.stderr)
         for warning in result.warnings:
             status(f"warning: {warning}")
+        if player:
+            player.finish()
+            while not player.wait(0.1):
+                if cancel.is_set():
+                    raise CancelledError("Playback was stopped.")
     segments = f", {len(result.segments)} segments" if len(result.segments) > 1 else ""
     status(f"Wrote {args.out} ({writer.frames / 16000:.2f} s, {len(result.codes)} speech tokens{segments}, seed {result.seed}).")
     return result

@@ -144,6 +144,19 @@ def test_resume_after_sigkill_gives_the_same_takes(tiny_models, tmp_path, voice_
     opened = NarrationProject.open(killed)  # what the GUI would show after the crash
     statuses = [opened.status(s) for _, s in opened.segments()]
     assert statuses.count(PENDING) == total - before
+
+    # Ctrl+C on the resumed run (batch 1) once it added a take: exit 130, told how to go on, takes kept.
+    process = subprocess.Popen(cli(*narrate_args(tiny_models, killed, book, voice_file, *fp32, "--batch", "1")),
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while len(list(takes.glob("*.json"))) == before and time.monotonic() < deadline + 300 and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, "the resumed run ended before Ctrl+C"
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, stderr
+    assert "Stopped: the finished segments are kept" in stderr and "Traceback" not in stderr, stderr
+    before = len(list(takes.glob("*.json")))
+    assert before < total, "Ctrl+C came after the last segment"
     result = run(*narrate_args(tiny_models, killed, book, voice_file, *fp32))
     assert result.returncode == 0, result.stderr
     assert f"({total - before} this run)" in result.stderr

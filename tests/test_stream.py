@@ -13,12 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cli.common import ctrl_c_cancels
 from engine.audio.clip import HOP_LENGTH, load_reference
 from engine.codec.model import CodecConfig, XCodec2
 from engine.config import ModelChoice, SamplingParams
@@ -188,6 +190,40 @@ def test_cancel_stops_streaming_within_one_chunk(synthesizer):
                cancel=cancel, on_progress=on_progress, on_audio=on_audio, progress_every=1)
     assert len(chunks) == 1
     assert len(tokens_after_cancel) <= 1  # the token being drawn when Stop came, then nothing
+
+
+def test_ctrl_c_cancels_even_inside_a_finalizer():
+    """The CI failure: Ctrl+C landing in an import-lock callback was dropped and synth wrote its file anyway.
+
+    Under ctrl_c_cancels a Ctrl+C delivered inside a weakref callback (where Python drops a
+    KeyboardInterrupt) still cancels; a cancelled block leaves as KeyboardInterrupt; a second Ctrl+C
+    interrupts at once; the previous handler is back afterwards.
+    """
+    def ctrl_c_now(*_) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs at the next bytecode boundary, still in this callback
+            pass
+
+    class Thing:
+        pass
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_cancels() as cancel:
+            thing = Thing()
+            ref = weakref.ref(thing, ctrl_c_now)
+            del thing
+            assert ref() is None and cancel.is_set()
+            raise CancelledError("Generation was cancelled.")
+    assert signal.getsignal(signal.SIGINT) is before
+    with ctrl_c_cancels() as cancel:
+        ctrl_c_now()
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c_now()
+    with pytest.raises(CancelledError):  # a cancel that did not come from Ctrl+C stays what it is
+        with ctrl_c_cancels():
+            raise CancelledError("Stopped by the caller.")
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_synth_play_interrupted_leaves_no_file(tiny_models, pulse_null_sink, tmp_path):
